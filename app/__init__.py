@@ -1,0 +1,1 @@
+"""The `llmsim` CLI and the Streamlit dashboard. Nothing imports this package."""

@@ -1,0 +1,18 @@
+"""Scheduling/batching policies: `plan(view) -> BatchPlan | None`. One config class + one class each."""
+from __future__ import annotations
+
+from policies.schedulers.base import SchedulerPolicy, SchedulerView
+from policies.schedulers.vllm import VLLMScheduler
+
+# kind -> implementation; a test checks this against the SchedulerConfig union.
+REGISTRY: dict[str, type[SchedulerPolicy]] = {
+    "vllm": VLLMScheduler,
+}
+
+
+def make_scheduler(cfg) -> SchedulerPolicy:
+    """Instantiate the policy for a scheduler config (any member of the SchedulerConfig union)."""
+    return REGISTRY[cfg.kind](cfg)
+
+
+__all__ = ["REGISTRY", "SchedulerPolicy", "SchedulerView", "make_scheduler"]
