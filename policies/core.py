@@ -32,6 +32,7 @@ class ReplicaCore:
         self.num_swapped_blocks_out = 0  # totals, for the cost of swaps
         self.num_swapped_blocks_in = 0
         self.pipelined = False  # engines that keep several micro-batches in flight set this
+        self.itl_s: list[float] | None = None  # engines that report inter-token latency set a list here
 
     # -- the view schedulers read ------------------------------------------------------------
     @property
@@ -101,12 +102,15 @@ class ReplicaCore:
     def complete(self, plan: BatchPlan, now: float) -> list[Request]:
         """The pass ran and ended at `now`: advance tokens, emit samples, free finished requests."""
         finished: list[Request] = []
+        itl = self.itl_s
         for r, n in zip(plan.reqs, plan.num_tokens):
             r.num_computed += n
             if r.num_computed >= r.prompt_len + r.num_generated:
                 r.num_generated += 1
                 if r.num_generated == 1 or r.first_token_s != r.first_token_s:
                     r.first_token_s = now
+                elif itl is not None:
+                    itl.append(now - r.last_token_s)
                 r.last_token_s = now
                 if r.num_generated >= r.output_len:
                     finished.append(r)
