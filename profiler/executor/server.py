@@ -1,0 +1,216 @@
+"""The real executor: serves a LlamaModel with the same ReplicaCore (scheduler + KV manager) as the simulator.
+
+Its loop is the simulator's replica loop with a real forward pass where the simulator asks the cost
+model: admit arrivals → `core.next_plan(now)` → run exactly that packed pass (prefill chunks and
+decode tokens) → greedy-sample → `core.complete(plan, now)` → record. Requests that arrive while a
+pass runs wait for the next pass, as in a real server. Time comes from a `Clock`: `WallClock` (real
+seconds since the run began; arrivals follow the workload's timestamps in real time) or
+`VirtualClock` (each pass takes a given function of its shape — to check the decisions against the
+simulator's with identical step times).
+
+NOTE: CPU threads are process-global in torch; callers choose them (`torch_threads`) and profile with
+the same count. On a 2-core machine 2 threads is best for the GEMMs; fewer leaves cores to Python.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hwmodels.shapes import BatchShape
+from policies.core import ReplicaCore
+from policies.plan import BatchPlan
+from policies.request import Request
+from profiler.executor.attention import PagedKVCache, build_batch
+from profiler.executor.model import LlamaModel
+
+REQUEST_COLUMNS = ["id", "replica", "arrival_s", "scheduled_s", "first_token_s", "finish_s", "input_tokens",
+                   "output_tokens", "num_generated", "num_preemptions", "num_cached_tokens", "state",
+                   "reject_reason"]
+STEP_COLUMNS = ["replica", "start_s", "end_s", "batch_size", "num_tokens", "prefill_tokens", "decode_tokens",
+                "kv_used_blocks", "kv_free_blocks", "kv_tokens", "num_waiting", "num_running", "num_preempted"]
+STATE_NAMES = {0: "waiting", 1: "running", 2: "swapped", 3: "finished", 4: "rejected"}
+
+
+class WallClock:
+    """Real seconds since `start()`; idle waits sleep."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def sleep_until(self, t: float) -> None:
+        dt = t - self.now()
+        if dt > 0:
+            time.sleep(dt)
+
+    def pass_done(self, shape: BatchShape) -> None:
+        """The pass really took its time; nothing to add."""
+
+
+class VirtualClock:
+    """Simulated seconds: a pass takes `step_seconds(shape)`, idle waits jump to the next arrival."""
+
+    def __init__(self, step_seconds: Callable[[BatchShape], float]) -> None:
+        self.step_seconds = step_seconds
+        self.t = 0.0
+
+    def start(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep_until(self, t: float) -> None:
+        self.t = max(self.t, t)
+
+    def pass_done(self, shape: BatchShape) -> None:
+        self.t += self.step_seconds(shape)
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run a block with `num_threads` intra-op CPU threads (None: leave torch's default), then restore."""
+    old = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class ExecutorResult:
+    """Frames in the simulator's schema, plus every request's tokens and the plans in order."""
+
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    output_tokens: dict[int, list[int]]
+    plans: list[dict[int, int]] = field(default_factory=list)  # request id -> tokens, per pass
+    wall_s: float = 0.0
+
+
+def prompt_tokens(req: Request, vocab_size: int, seed: int) -> list[int]:
+    """Deterministic prompt token ids of a request (its own RNG stream: same seed and id, same prompt)."""
+    return np.random.default_rng([seed, req.id]).integers(0, vocab_size, req.prompt_len).tolist()
+
+
+class Executor:
+    """One replica serving `model` with `core`'s decisions. `core.kv` hands out the cache's block ids."""
+
+    def __init__(self, model: LlamaModel, core: ReplicaCore, *, clock=None, seed: int = 0,
+                 record_plans: bool = False) -> None:
+        kv = core.kv
+        self.model = model
+        self.core = core
+        self.clock = clock or WallClock()
+        self.seed = seed
+        self.record_plans = record_plans
+        dims = model.dims
+        self.cache = PagedKVCache(dims.num_layers, kv.num_blocks, kv.block_size, dims.num_kv_heads, dims.head_dim,
+                                  dtype=model.dtype, device=model.device)
+        self.tokens: dict[int, list[int]] = {}
+
+    # -- one pass ---------------------------------------------------------------------------------
+    def run_pass(self, plan: BatchPlan) -> None:
+        """Run the forward pass `plan` describes (before `core.complete`) and append sampled tokens."""
+        if not plan.reqs:
+            return
+        bs = self.core.kv.block_size
+        prefill, decode = [], []
+        for r, n in zip(plan.reqs, plan.num_tokens):
+            (decode if n == 1 and r.num_computed > 0 else prefill).append((r, n))
+        order = prefill + decode
+        ids, seqs, sample_rows, samplers = [], [], [], []
+        row = 0
+        for r, n in order:
+            ctx = r.num_computed
+            toks = self.tokens[r.id]
+            ids.extend(toks[ctx:ctx + n])
+            seqs.append((n, ctx, r.blocks))
+            row += n
+            if ctx + n >= len(toks):  # reaches the end of its tokens: this pass samples the next one
+                sample_rows.append(row - 1)
+                samplers.append(r)
+        device = self.model.device
+        batch = build_batch(seqs, bs, device)
+        token_ids = torch.tensor(ids, dtype=torch.long, device=device)
+        rows = torch.tensor(sample_rows, dtype=torch.long, device=device)
+        logits = self.model.forward_packed(token_ids, batch, self.cache, rows)
+        for r, t in zip(samplers, logits.argmax(dim=-1).tolist()):  # greedy
+            self.tokens[r.id].append(t)
+
+    def warmup(self, shapes: Iterable[tuple[int, int]] = ((64, 0), (1, 64)), repeats: int = 2) -> None:
+        """Run throwaway passes (num_new, ctx) on scratch blocks so one-time allocator/oneDNN setup is not
+        charged to the first requests. Writes only cache slots that the served requests overwrite."""
+        bs, nb = self.core.kv.block_size, self.core.kv.num_blocks
+        for _ in range(repeats):
+            for n, ctx in shapes:
+                need = -(-(n + ctx) // bs)
+                if need > nb:
+                    continue
+                batch = build_batch([(n, ctx, list(range(need)))], bs, self.model.device)
+                ids = torch.zeros(n, dtype=torch.long, device=self.model.device)
+                self.model.forward_packed(ids, batch, self.cache, torch.tensor([n - 1], device=self.model.device))
+
+    # -- the serving loop -------------------------------------------------------------------------
+    def serve(self, requests: list[Request]) -> ExecutorResult:
+        """Serve `requests` (arrival_s relative to the start) to completion; returns the frames."""
+        core, clock = self.core, self.clock
+        vocab = self.model.dims.vocab_size
+        pending = sorted(requests, key=lambda r: (r.arrival_s, r.id))
+        steps: list[tuple] = []
+        plans: list[dict[int, int]] = []
+        i, n = 0, len(pending)
+        wall0 = time.perf_counter()
+        clock.start()
+        while i < n or core.has_work():
+            now = clock.now()
+            while i < n and pending[i].arrival_s <= now:
+                r = pending[i]
+                if core.add(r):
+                    self.tokens[r.id] = prompt_tokens(r, vocab, self.seed)
+                i += 1
+            plan = core.next_plan(now) if core.has_work() else None
+            if plan is None:
+                if i >= n:
+                    break  # queued work that can never be scheduled; left unfinished in the frames
+                clock.sleep_until(pending[i].arrival_s)
+                continue
+            self.run_pass(plan)
+            clock.pass_done(plan.shape)
+            end = clock.now()
+            if self.record_plans:
+                plans.append(plan.as_dict())
+            steps.append(self._step_row(plan, now, end))
+            core.complete(plan, end)
+        wall_s = time.perf_counter() - wall0
+        outputs = {r.id: self.tokens[r.id][r.prompt_len:] for r in pending if r.id in self.tokens}
+        return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs, plans,
+                              wall_s)
+
+    def _step_row(self, plan: BatchPlan, start: float, end: float) -> tuple:
+        core, kv, s = self.core, self.core.kv, plan.shape
+        kv_tokens = sum(r.num_computed + n for r, n in zip(plan.reqs, plan.num_tokens))
+        return (core.replica_id, start, end, s.num_seqs, s.num_tokens, s.num_prefill_tokens, s.num_decode_tokens,
+                kv.num_used_blocks, kv.num_free_blocks, kv_tokens, len(core.waiting), len(core.running),
+                len(plan.preempted))
+
+
+def requests_frame(reqs: list[Request]) -> pd.DataFrame:
+    """One row per request, the simulator's `requests` schema."""
+    rows = [(r.id, r.replica, r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.prompt_len, r.output_len,
+             r.num_generated, r.num_preemptions, r.num_cached_tokens, STATE_NAMES.get(r.state, str(r.state)),
+             r.reject_reason) for r in reqs]
+    return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
