@@ -11,6 +11,21 @@ TRACES = SHARED / "traces"
 PROFILES = SHARED / "profiles"
 
 
+def _set_triton_interpreter() -> None:
+    """Without CUDA, run Triton kernels in the CPU interpreter. Must happen before anything imports
+    triton: triton.jit picks interpreter or compiler when a kernel is decorated."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+    except Exception:
+        pass
+
+
+_set_triton_interpreter()
+
+
 @pytest.fixture
 def traces_dir() -> Path:
     if not TRACES.is_dir():
