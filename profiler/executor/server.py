@@ -97,6 +97,7 @@ class ExecutorResult:
     requests: pd.DataFrame
     steps: pd.DataFrame
     output_tokens: dict[int, list[int]]
+    token_times_s: dict[int, list[float]] = field(default_factory=dict)  # end of the pass that emitted each token
     plans: list[dict[int, int]] = field(default_factory=list)  # request id -> tokens, per pass
     wall_s: float = 0.0
 
@@ -121,12 +122,13 @@ class Executor:
         self.cache = PagedKVCache(dims.num_layers, kv.num_blocks, kv.block_size, dims.num_kv_heads, dims.head_dim,
                                   dtype=model.dtype, device=model.device)
         self.tokens: dict[int, list[int]] = {}
+        self.token_times_s: dict[int, list[float]] = {}
 
     # -- one pass ---------------------------------------------------------------------------------
-    def run_pass(self, plan: BatchPlan) -> None:
-        """Run the forward pass `plan` describes (before `core.complete`) and append sampled tokens."""
+    def run_pass(self, plan: BatchPlan) -> list[Request]:
+        """Run the forward pass `plan` describes (before `core.complete`); append and return the samplers."""
         if not plan.reqs:
-            return
+            return []
         bs = self.core.kv.block_size
         prefill, decode = [], []
         for r, n in zip(plan.reqs, plan.num_tokens):
@@ -150,6 +152,7 @@ class Executor:
         logits = self.model.forward_packed(token_ids, batch, self.cache, rows)
         for r, t in zip(samplers, logits.argmax(dim=-1).tolist()):  # greedy
             self.tokens[r.id].append(t)
+        return samplers
 
     def warmup(self, shapes: Iterable[tuple[int, int]] = ((64, 0), (1, 64)), repeats: int = 2) -> None:
         """Run throwaway passes (num_new, ctx) on scratch blocks so one-time allocator/oneDNN setup is not
@@ -181,6 +184,7 @@ class Executor:
                 r = pending[i]
                 if core.add(r):
                     self.tokens[r.id] = prompt_tokens(r, vocab, self.seed)
+                    self.token_times_s[r.id] = []
                 i += 1
             plan = core.next_plan(now) if core.has_work() else None
             if plan is None:
@@ -188,17 +192,19 @@ class Executor:
                     break  # queued work that can never be scheduled; left unfinished in the frames
                 clock.sleep_until(pending[i].arrival_s)
                 continue
-            self.run_pass(plan)
+            samplers = self.run_pass(plan)
             clock.pass_done(plan.shape)
             end = clock.now()
+            for r in samplers:
+                self.token_times_s[r.id].append(end)
             if self.record_plans:
                 plans.append(plan.as_dict())
             steps.append(self._step_row(plan, now, end))
             core.complete(plan, end)
         wall_s = time.perf_counter() - wall0
         outputs = {r.id: self.tokens[r.id][r.prompt_len:] for r in pending if r.id in self.tokens}
-        return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs, plans,
-                              wall_s)
+        return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs,
+                              dict(self.token_times_s), plans, wall_s)
 
     def _step_row(self, plan: BatchPlan, start: float, end: float) -> tuple:
         core, kv, s = self.core, self.core.kv, plan.shape
