@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from hwmodels.config import (CostModelConfig, Frozen, HardwareConfig, ModelConfig, ParallelConfig,
                              QuantConfig, RooflineCostConfig)
@@ -22,13 +22,22 @@ class FixedLength(Frozen):
 
 
 class UniformLength(Frozen):
+    """Integers uniform on [low, high], both inclusive."""
+
     kind: Literal["uniform"] = "uniform"
     low: int = Field(ge=1)
     high: int = Field(ge=1)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> "UniformLength":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
 
 class LognormalLength(Frozen):
-    """Lognormal with the given mean and sigma (of the underlying normal), clipped to [min, max]."""
+    """Lognormal with the given mean (of the lengths, before rounding and clipping) and sigma (of the
+    underlying normal: mu = ln(mean) - sigma^2/2), rounded and clipped to [min, max]."""
 
     kind: Literal["lognormal"] = "lognormal"
     mean: float = Field(gt=0)
@@ -36,9 +45,16 @@ class LognormalLength(Frozen):
     min: int = Field(default=1, ge=1)
     max: int = Field(default=32768, ge=1)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> "LognormalLength":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
 
 class EmpiricalLength(Frozen):
-    """Resample a column of a CSV file (e.g. `num_prefill_tokens` of a length-only trace)."""
+    """Resample (with replacement) a column of positive integers in a CSV file, e.g. `num_prefill_tokens`
+    of a length-only trace. A relative path is relative to the working directory."""
 
     kind: Literal["empirical"] = "empirical"
     path: str
@@ -50,7 +66,9 @@ LengthDist = Annotated[Union[FixedLength, UniformLength, LognormalLength, Empiri
 
 
 class ArrivalConfig(Frozen):
-    """Arrival process. rate_per_s = inf (or process='burst') puts every request at t=0 (offline run)."""
+    """Arrival process; the first request arrives at t=0. rate_per_s = inf (or process='burst') puts every
+    request at t=0 (offline run). gamma: inter-arrival times with mean 1/rate and the given cv (cv=1 is
+    Poisson, cv>1 burstier)."""
 
     process: Literal["poisson", "gamma", "constant", "burst"] = "poisson"
     rate_per_s: float = Field(default=1.0, gt=0, description="mean requests per second; inf = all at once")
@@ -66,7 +84,9 @@ class SyntheticWorkload(Frozen):
 
 
 class TraceWorkload(Frozen):
-    """Replay a trace file. Formats: azure, mooncake, lengths (length-only CSV + synthetic arrivals), plain."""
+    """Replay a trace file. Formats: azure, mooncake, lengths (length-only CSV + synthetic arrivals), plain
+    (arrival_s,input_tokens,output_tokens as CSV or JSONL). Order of operations: load, sort by arrival
+    (stable; noted if it changed the order), take the first N, shift to zero, scale the rate."""
 
     kind: Literal["trace"] = "trace"
     path: str
