@@ -146,3 +146,26 @@ def test_shipped_tiny_llama_config_loads():
     path = Path(__file__).resolve().parents[1] / "examples" / "tiny-llama" / "config.json"
     dims = LlamaDims.from_hf_config(path)
     assert dims.num_heads % dims.num_kv_heads == 0 and dims.num_params > 0
+
+
+def test_triton_backend_matches_dense():
+    """The CUDA path (profiler's Triton kernels), here under TRITON_INTERPRET=1 on a tiny model."""
+    from profiler.kernels._common import interpreting
+
+    if not (torch.cuda.is_available() or interpreting()):
+        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1 (tests/conftest.py sets it without CUDA)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dims = LlamaDims(hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=1,
+                     vocab_size=64, max_position=64)
+    m = LlamaModel(dims, seed=1, device=device, backend="triton")
+    ref_model = LlamaModel(dims, seed=1, device=device, backend="torch")
+    bs = 4
+    cache = PagedKVCache(1, 16, bs, 1, dims.head_dim, device=device)
+    a, b = _ids(9, 8).to(device) % 64, _ids(7, 9).to(device) % 64
+    ba, bb = [3, 9, 1], [5, 12]
+    pre = build_batch([(6, 0, bb)], bs, device)
+    m.forward_packed(b[:6], pre, cache, torch.tensor([5], device=device))
+    batch = build_batch([(9, 0, ba), (1, 6, bb)], bs, device)
+    got = m.forward_packed(torch.cat([a, b[6:7]]), batch, cache, torch.arange(10, device=device))
+    torch.testing.assert_close(got[:9], ref_model.forward_dense(a), atol=1e-3, rtol=0)
+    torch.testing.assert_close(got[9], ref_model.forward_dense(b[:7])[6], atol=1e-3, rtol=0)

@@ -128,3 +128,35 @@ def paged_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k
                                            enable_gqa=True)  # [B, H, 1, D]
         out[r0:] = o[:, :, 0]
     return out
+
+
+def paged_attention_triton(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
+                           v_cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+    """Same contract as `paged_attention`, on the profiler's Triton kernels: prefill segments as one
+    varlen flash-attention call (bottom-right causal), decodes as one paged split-KV decode call."""
+    from profiler.kernels.attention import flash_attention_varlen, paged_decode_attention
+
+    out = torch.empty_like(q)
+    hkv, d = k_cache.shape[2], k_cache.shape[3]
+    if batch.prefills:
+        ks, vs, cu_q, cu_k = [], [], [0], [0]
+        for seg in batch.prefills:
+            s, n, total = seg.start, seg.num_new, seg.ctx + seg.num_new
+            if seg.ctx == 0:
+                ks.append(k_new[s:s + n])
+                vs.append(v_new[s:s + n])
+            else:
+                ks.append(k_cache[seg.blocks].view(-1, hkv, d)[:total])
+                vs.append(v_cache[seg.blocks].view(-1, hkv, d)[:total])
+            cu_q.append(cu_q[-1] + n)
+            cu_k.append(cu_k[-1] + total)
+        p = batch.num_prefill_rows
+        out[:p] = flash_attention_varlen(q[:p].contiguous(), torch.cat(ks), torch.cat(vs),
+                                         torch.tensor(cu_q, dtype=torch.int32, device=q.device),
+                                         torch.tensor(cu_k, dtype=torch.int32, device=q.device), causal=True)
+    if batch.decode_lens is not None:
+        r0 = batch.num_prefill_rows
+        out[r0:] = paged_decode_attention(q[r0:].contiguous(), k_cache, v_cache,
+                                          batch.decode_block_table.to(torch.int32),
+                                          batch.decode_lens.to(torch.int32))
+    return out

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from hwmodels.errors import UserError
-from profiler.executor.attention import AttentionBatch, paged_attention
+from profiler.executor.attention import AttentionBatch, paged_attention, paged_attention_triton
 
 
 @dataclass(frozen=True)
@@ -102,13 +102,23 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class LlamaModel:
-    """Random-weight Llama decoder. Weights are plain tensors (no autograd, no nn.Module overhead)."""
+    """Random-weight Llama decoder. Weights are plain tensors (no autograd, no nn.Module overhead).
+
+    backend "torch": torch ops (MKL/oneDNN on CPU); "triton": the profiler's Triton kernels (GEMM,
+    RMSNorm, SwiGLU, RoPE, varlen flash-attention, paged decode attention) — the default on CUDA; on
+    CPU it needs TRITON_INTERPRET=1 and is only for tests. `forward_dense` always uses torch.
+    """
 
     def __init__(self, dims: LlamaDims, *, seed: int = 0, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", backend: str = "auto") -> None:
         self.dims = dims
         self.dtype = dtype
         self.device = torch.device(device)
+        if backend == "auto":
+            backend = "triton" if self.device.type == "cuda" else "torch"
+        if backend not in ("torch", "triton"):
+            raise ValueError(f"backend={backend!r}: allowed 'auto', 'torch', 'triton'")
+        self.backend = backend
         g = torch.Generator().manual_seed(seed)
         e, d, i = dims.hidden_size, dims.head_dim, dims.intermediate_size
         qkv_out = (dims.num_heads + 2 * dims.num_kv_heads) * d
@@ -136,6 +146,11 @@ class LlamaModel:
         self.final_norm = norm_w()
         self.lm_head = w(dims.vocab_size, e)
         self.cos, self.sin = rope_tables(dims, dtype, self.device)
+        if backend == "triton":  # Triton GEMM takes B[K, N]: keep transposed copies of the weights
+            for layer in self.layers:
+                for name in ("qkv", "o", "gate_up", "down"):
+                    layer[name + "_t"] = layer[name].t().contiguous()
+            self.lm_head_t = self.lm_head.t().contiguous()
 
     # -- pieces shared by both forwards -----------------------------------------------------------
     def _qkv(self, layer: dict, x: torch.Tensor, positions: torch.Tensor):
@@ -188,6 +203,8 @@ class LlamaModel:
         Writes each token's K/V into the paged cache at `batch.slot_mapping`, then attends every
         query to its sequence's cached context plus the causal part of its own chunk.
         """
+        if self.backend == "triton":
+            return self._forward_packed_triton(token_ids, batch, kv_cache, sample_rows)
         h = self.embed[token_ids]
         for li, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, h, batch.positions)
@@ -196,3 +213,24 @@ class LlamaModel:
             h = h + F.linear(o.reshape(o.shape[0], -1), layer["o"])
             h = h + self._mlp(layer, h)
         return self.logits(h[sample_rows])
+
+    def _forward_packed_triton(self, token_ids, batch, kv_cache, sample_rows) -> torch.Tensor:
+        from profiler.kernels.elementwise import rmsnorm, rope, swiglu
+        from profiler.kernels.gemm import matmul
+
+        dims = self.dims
+        d, h_, hkv, eps = dims.head_dim, dims.num_heads, dims.num_kv_heads, dims.rms_norm_eps
+        h = self.embed[token_ids]
+        for li, layer in enumerate(self.layers):
+            qkv = matmul(rmsnorm(h, layer["attn_norm"], eps), layer["qkv_t"])
+            q = rope(qkv[:, : h_ * d].reshape(-1, h_, d), batch.positions, dims.rope_theta)
+            k = rope(qkv[:, h_ * d: (h_ + hkv) * d].reshape(-1, hkv, d), batch.positions, dims.rope_theta)
+            v = qkv[:, (h_ + hkv) * d:].reshape(-1, hkv, d).contiguous()
+            kv_cache.write(li, batch.slot_mapping, k, v)
+            o = paged_attention_triton(q, k, v, kv_cache.k[li], kv_cache.v[li], batch)
+            h = h + matmul(o.reshape(o.shape[0], -1), layer["o_t"])
+            gu = matmul(rmsnorm(h, layer["mlp_norm"], eps), layer["gate_up_t"])
+            i = dims.intermediate_size
+            h = h + matmul(swiglu(gu[:, :i].contiguous(), gu[:, i:].contiguous()), layer["down_t"])
+        x = rmsnorm(h[sample_rows].contiguous(), self.final_norm, eps)
+        return matmul(x, self.lm_head_t).float()
