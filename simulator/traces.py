@@ -120,6 +120,18 @@ def _num_cell(v: Any) -> float:
     return x
 
 
+def _json_int_cell(v: Any) -> int:
+    if isinstance(v, str):
+        raise _BadCell(f"{v!r} is not a non-negative integer (a JSON string; write the number unquoted)")
+    return _int_cell(v)
+
+
+def _json_num_cell(v: Any) -> float:
+    if isinstance(v, str):
+        raise _BadCell(f"{v!r} is not a number (a JSON string; write the number unquoted)")
+    return _num_cell(v)
+
+
 def _time_cell(v: str) -> int:
     """Nanoseconds since the epoch (UTC) from an ISO-8601 timestamp string."""
     s = v.strip()
@@ -231,9 +243,16 @@ def _as_lengths(col: pd.Series) -> np.ndarray | None:
 
 
 def _csv_fast(text: str, fmt: TraceFormat) -> _Rows | None:
+    if '"' in text:
+        return None  # quoting: let the csv module read it
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    commas = lines[0].count(",")
+    if any(ln.count(",") != commas for ln in lines):
+        return None  # a ragged row: pandas would pad it or shift columns; the slow path names the line
     cols = _columns(fmt)
     try:
-        df = pd.read_csv(io.StringIO(text), usecols=lambda c: c.strip() in cols, skipinitialspace=True)
+        df = pd.read_csv(io.StringIO(text), usecols=lambda c: c.strip() in cols, skipinitialspace=True,
+                         index_col=False)
     except (ValueError, pd.errors.ParserError):
         return None
     df.columns = [c.strip() for c in df.columns]
@@ -246,6 +265,8 @@ def _csv_fast(text: str, fmt: TraceFormat) -> _Rows | None:
     if fmt.time_col:
         col = df[fmt.time_col]
         if fmt.time_unit_s == 0.0:
+            if col.dtype.kind in "iufb":
+                return None  # numbers where timestamps belong: the slow path says which line
             try:
                 ts = pd.to_datetime(col, format="ISO8601")
             except (ValueError, TypeError):
@@ -340,8 +361,8 @@ def _jsonl_slow(p: Path, text: str, fmt: TraceFormat) -> _Rows:
             raise UserError(f"{p}:{lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise UserError(f"{p}:{lineno}:1: expected a JSON object, got {type(obj).__name__}")
-        for name, sink, parse in ((fmt.time_col, times, _num_cell), (fmt.input_col, inp, _int_cell),
-                                  (fmt.output_col, out, _int_cell), (HASH_COL, hashes, _hash_cell)):
+        for name, sink, parse in ((fmt.time_col, times, _json_num_cell), (fmt.input_col, inp, _json_int_cell),
+                                  (fmt.output_col, out, _json_int_cell), (HASH_COL, hashes, _hash_cell)):
             if name not in obj:
                 if name == HASH_COL:
                     sink.append(())
