@@ -1,0 +1,97 @@
+"""The planner's config: a base scenario (the root `Config`) plus the space to search and the bounds.
+
+In YAML it is the usual scenario file (the sections `llmsim simulate --config` takes) with one more
+section, `plan:`, holding every field of `PlanConfig` except `base`. Every search dimension is
+either left unset (a default derived from the base scenario and the model) or given as a list.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from hwmodels.config import Frozen, KVDType, WeightDType
+from hwmodels.errors import UserError, format_validation_error
+from simulator.config import Config
+
+SchedulerKind = Literal["static", "orca", "vllm", "sarathi", "splitfuse"]
+CHUNKED_SCHEDULERS = ("sarathi", "splitfuse")  # the kinds that take `chunk_size`
+
+
+class SearchSpace(Frozen):
+    """Values to try per dimension; None = derive from the base scenario (see `defaults` in space.py)."""
+
+    gpus: tuple[str, ...] | None = Field(default=None, description="accelerator catalog names")
+    tp: tuple[int, ...] | None = Field(default=None, description="tensor-parallel degrees")
+    pp: tuple[int, ...] | None = Field(default=None, description="pipeline-parallel degrees")
+    replicas: tuple[int, ...] | None = Field(
+        default=None, description="replica counts; default: enough for --target-qps, else as many as the bounds allow")
+    schedulers: tuple[SchedulerKind, ...] | None = None
+    max_batch_size: tuple[int, ...] | None = None
+    max_num_batched_tokens: tuple[int, ...] | None = None
+    chunk_size: tuple[int, ...] | None = Field(default=None, description="only for sarathi / splitfuse")
+    block_size: tuple[int, ...] | None = None
+    weight_dtype: tuple[WeightDType, ...] | None = None
+    kv_dtype: tuple[KVDType, ...] | None = None
+
+
+class CapacitySearchConfig(Frozen):
+    """Bisection of the request rate on the geometric grid rate_k = (1 + rel_tolerance)^k req/s."""
+
+    max_requests_per_probe: int = Field(default=1000, ge=10,
+                                        description="each probe simulates the first N requests of the workload")
+    rel_tolerance: float = Field(default=0.05, gt=0, le=1, description="relative spacing of the rate grid")
+    min_rate_per_s: float = Field(default=0.01, gt=0, description="below this a layout counts as infeasible")
+    max_rate_per_s: float = Field(default=1e4, gt=0, description="stop doubling here")
+    max_probes: int = Field(default=40, ge=2, description="probes per layout before giving up")
+
+
+class PlanConfig(Frozen):
+    """Search layouts and settings of `base` for the highest rate that meets `base.slo`."""
+
+    base: Config = Config()
+    space: SearchSpace = SearchSpace()
+    search: CapacitySearchConfig = CapacitySearchConfig()
+    target_qps: float | None = Field(default=None, gt=0, description="size the cluster for this request rate")
+    max_gpus: int | None = Field(default=None, ge=1, description="GPUs the whole deployment may use")
+    budget_usd_per_hour: float | None = Field(default=None, gt=0, description="bound on the deployment's $/h")
+    rank_by: Literal["cost", "qps_per_gpu", "ttft"] = Field(
+        default="cost", description="cost: $ per million output tokens (or $/h with target_qps)")
+
+
+def validate_plan_config(data: dict[str, Any], source: str | None = None) -> PlanConfig:
+    """PlanConfig from a scenario mapping with an optional `plan` section; UserError on bad fields."""
+    data = dict(data or {})
+    plan = data.pop("plan", None) or {}
+    if not isinstance(plan, dict):
+        raise UserError(f"{source or '<config>'}: section plan must be a mapping, got {type(plan).__name__}")
+    if "base" in plan:
+        raise UserError(f"{source or '<config>'}: plan.base is not allowed; the other sections are the base scenario")
+    try:
+        return PlanConfig.model_validate({**plan, "base": data})
+    except ValidationError as exc:
+        msg = format_validation_error(exc, source)
+        # Errors of the base scenario carry a `base.` prefix that the file does not have.
+        raise UserError(msg.replace(" base.", " ").replace("\n  base.", "\n  ")) from None
+
+
+def load_plan_config(path: str | Path) -> PlanConfig:
+    """Load a scenario YAML/JSON file with an optional `plan:` section."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p}: not found")
+    text = p.read_text()
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        raise UserError(f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: top level must be a mapping of sections, got {type(data).__name__}")
+    return validate_plan_config(data, str(p))
