@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from simulator import metrics
+
 PALETTE = qualitative.Plotly
 # Operator kinds of hwmodels.cost.OpCost, in a fixed colour order so every breakdown reads the same.
 KIND_COLOURS = {"gemm": "#636EFA", "attention": "#EF553B", "moe": "#AB63FA", "collective": "#00CC96",
@@ -38,21 +40,10 @@ def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
 # ---- per-request metrics ---------------------------------------------------------------------
 
 
-def request_latencies(requests: pd.DataFrame) -> pd.DataFrame:
-    """Per finished request: ttft_s, tpot_s (NaN for a single output token), e2e_s, queue_s.
-
-    TTFT = first_token - arrival; e2e = finish - arrival; TPOT = (finish - first_token) / (generated - 1).
-    """
-    done = requests[requests["finish_s"].notna() & requests["first_token_s"].notna()]
-    gen = done["num_generated"].astype(float)
-    decode_s = done["finish_s"] - done["first_token_s"]
-    return pd.DataFrame({
-        "id": done["id"].to_numpy(),
-        "ttft_s": (done["first_token_s"] - done["arrival_s"]).to_numpy(float),
-        "tpot_s": np.where(gen > 1, decode_s / (gen - 1).where(gen > 1, 1.0), np.nan),
-        "e2e_s": (done["finish_s"] - done["arrival_s"]).to_numpy(float),
-        "queue_s": (done["scheduled_s"] - done["arrival_s"]).to_numpy(float),
-    })
+def request_latencies(requests: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per finished request: ttft_s, tpot_s (only requests with >= 2 tokens), e2e_s, queue_s arrays,
+    with the library's definitions (simulator.metrics), so the charts agree with the summary."""
+    return metrics.request_latencies(requests)
 
 
 def _ecdf(values: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +150,7 @@ def batch_composition(steps: pd.DataFrame, replica: int | None = None) -> go.Fig
 
 def request_timeline(requests: pd.DataFrame, num_requests: int = 40, seed: int = 0) -> go.Figure:
     """Gantt of a random sample of finished requests: queued, prefill (scheduled → first token), decode."""
-    done = requests[requests["finish_s"].notna()]
+    done = requests[requests["state"] == "finished"]
     if len(done) > num_requests:
         idx = np.random.default_rng(seed).choice(len(done), size=num_requests, replace=False)
         done = done.iloc[np.sort(idx)]

@@ -1,0 +1,98 @@
+"""Compare: two or more configurations on the same workload and SLOs, charts overlaid."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.dashboard import figures as F
+from app.dashboard import forms, render, runs
+from hwmodels.errors import UserError
+from simulator.config import merge
+
+st.set_page_config(page_title="llmsim · Compare", layout="wide")
+P = "cmp"
+# Starting points: the same system under different schedulers (edit freely).
+VARIANTS = ({"scheduler": {"kind": "vllm"}}, {"scheduler": {"kind": "sarathi", "chunk_size": 512}},
+            {"scheduler": {"kind": "orca"}}, {"scheduler": {"kind": "splitfuse", "chunk_size": 512}})
+LETTERS = "ABCD"
+
+st.title("Compare")
+base = forms.base_of(P)
+errors: list[str] = []
+uploads = st.session_state.get("__uploads__")
+
+with st.sidebar:
+    num = int(st.number_input("Configurations", min_value=2, max_value=len(VARIANTS), value=2, key="cmp.num"))
+    shared: dict = {}
+    try:
+        st.subheader("Workload (shared)")
+        shared.update(forms.workload_form(P, base))
+        st.subheader("SLOs (shared)")
+        shared.update(forms.slo_form(P, base))
+    except UserError as exc:
+        errors.append(forms.user_message(exc, uploads))
+    run = st.button("Run all", type="primary", key="cmp_run", width="stretch")
+
+systems: list[dict] = []
+for i, col in enumerate(st.columns(num)):
+    prefix = f"{P}{i}"
+    if f"{prefix}.__base__" not in st.session_state:
+        forms.load_into(prefix, merge(forms.default_base(), VARIANTS[i]))
+    with col:
+        st.markdown(f"#### Configuration {LETTERS[i]}")
+        try:
+            systems.append(forms.system_form(prefix, forms.base_of(prefix)))
+        except UserError as exc:
+            errors.append(f"{LETTERS[i]}: {forms.user_message(exc, uploads)}")
+            systems.append({})
+
+for msg in errors:
+    st.error(msg)
+if run and not errors:
+    configs = {}
+    for i, sys_sections in enumerate(systems):
+        try:
+            cfg = forms.build_config({**sys_sections, **shared}, forms.base_of(f"{P}{i}"))
+        except UserError as exc:
+            st.error(f"{LETTERS[i]}: {forms.user_message(exc, uploads)}")
+            continue
+        configs[f"{LETTERS[i]}: {render.short_label(cfg)}"] = cfg
+    if len(configs) == num:
+        cancel_slot, bar = st.empty(), st.progress(0.0, text="starting…")
+        cancel_slot.button("Cancel", key="cmp_cancel")
+        keys = {}
+        try:
+            for j, (label, cfg) in enumerate(configs.items()):
+                def show(f: float, text: str, j: int = j, label: str = label) -> None:
+                    bar.progress((j + f) / len(configs), text=f"{label[:1]} ({j + 1}/{len(configs)}): {text}")
+                runs.simulate_with_progress(cfg, show)
+                keys[label] = runs.config_key(cfg)
+        except UserError as exc:
+            st.error(f"{label[:1]}: {forms.user_message(exc, uploads)}")
+        except runs.Cancelled:
+            st.warning("Comparison cancelled.")
+        else:
+            st.session_state["cmp.result_keys"] = keys
+        finally:
+            bar.empty()
+            cancel_slot.empty()
+if st.session_state.get("cmp_cancel"):
+    st.warning("Comparison cancelled.")
+
+keys = st.session_state.get("cmp.result_keys")
+if not keys:
+    st.info("Edit the configurations, then press **Run all** in the sidebar. Every configuration replays "
+            "the same requests (same workload and seed).")
+else:
+    results = {label: runs.cached_simulation(k) for label, k in keys.items()}
+    summaries = {label: r.summary for label, r in results.items()}
+    st.dataframe(render.kpi_table(summaries), key="cmp.kpis")
+    st.plotly_chart(F.kpi_bars(summaries, render.COMPARE_METRICS), key="cmp.bars")
+    slo = next(iter(results.values())).config.slo
+    st.plotly_chart(F.latency_cdfs({k: r.requests for k, r in results.items()},
+                                   slo_s={"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s}),
+                    key="cmp.cdf")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(F.throughput_and_queue({k: r.steps for k, r in results.items()}), key="cmp.tput")
+    with right:
+        st.plotly_chart(F.kv_usage({k: r.steps for k, r in results.items()}), key="cmp.kv")

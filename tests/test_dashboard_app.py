@@ -1,0 +1,258 @@
+"""Dashboard pages driven with streamlit.testing.v1.AppTest: set widgets, run, and check that the KPI
+cards, charts and error messages are the library's own for the same config."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app.dashboard import forms, render, runs  # noqa: E402
+from hwmodels.errors import UserError  # noqa: E402
+from simulator.config import merge, validate_config  # noqa: E402
+from simulator.simulate import simulate  # noqa: E402
+
+HOME = str(Path(__file__).resolve().parents[1] / "app" / "dashboard" / "Home.py")
+N = 60  # requests per test run: keeps each page run well under a second
+TIMEOUT = 90
+
+
+def _page(page: str) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def _number(text: str) -> float:
+    return float(re.match(r"[-\d,.]+", text).group(0).replace(",", ""))
+
+
+def _expected_config(**sections) -> object:
+    base = forms.default_base()
+    base["workload"]["num_requests"] = N
+    return validate_config(merge(base, sections))
+
+
+def _check_kpis(at: AppTest, summary: dict) -> None:
+    shown = {m.label: m.value for m in at.metric}
+    assert len(shown) == len(render.KPI_SPECS)
+    for label, path, scale, unit, _ in render.KPI_SPECS:
+        node = summary
+        for part in path.split("."):
+            node = node[part]
+        if node is None:
+            assert shown[label] == "–"
+            continue
+        assert shown[label].endswith(unit)
+        value = _number(shown[label])
+        # the card rounds to its format; compare to the library's number at that precision
+        assert value == pytest.approx(node * scale, rel=5e-3, abs=0.051), label
+
+
+# ---- Simulate --------------------------------------------------------------------------------
+
+
+def test_simulate_page_shows_the_library_result(monkeypatch):
+    calls = []
+    real = runs._simulate
+    monkeypatch.setattr(runs, "_simulate", lambda cfg, prog: calls.append(cfg) or real(cfg, prog))
+    runs.cached_simulation.clear()
+    at = _page("pages/1_Simulate.py")
+    at.number_input(key="sim.num_requests").set_value(N)
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    expected = _expected_config()
+    assert json.loads(at.session_state["sim.result_key"]) == json.loads(expected.model_dump_json())
+    _check_kpis(at, simulate(expected).summary)
+    # CDFs, throughput+queue, KV, batch composition, operator breakdown, timeline
+    assert len(_charts(at)) == 6
+    assert len(calls) == 1
+    # re-rendering (a widget change, no Run) shows the cached result without simulating again
+    at.number_input(key="sim.seed").set_value(1)
+    at.run()
+    assert len(calls) == 1
+    assert len(at.metric) == len(render.KPI_SPECS) and len(_charts(at)) == 6
+
+
+def test_simulate_page_tp_not_dividing_heads_shows_the_cli_message():
+    at = _page("pages/1_Simulate.py")
+    at.number_input(key="sim.num_requests").set_value(N)
+    at.number_input(key="sim.tp").set_value(3)
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception
+    with pytest.raises(UserError) as exc:
+        simulate(_expected_config(parallel={"tp": 3}))
+    assert [e.value for e in at.error] == [str(exc.value)]
+    assert "parallel.tp = 3" in at.error[0].value
+    assert not at.metric
+
+
+def test_simulate_page_model_that_does_not_fit_shows_the_error():
+    at = _page("pages/1_Simulate.py")
+    at.selectbox(key="sim.model").set_value("llama-3.1-70b")
+    at.selectbox(key="sim.gpu").set_value("l4")
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception
+    with pytest.raises(UserError) as exc:
+        simulate(_expected_config(model={"name": "llama-3.1-70b"}, hardware={"gpu": "l4"}))
+    assert [e.value for e in at.error] == [str(exc.value)]
+
+
+def test_simulate_page_malformed_trace_upload_names_the_file_and_line():
+    at = _page("pages/1_Simulate.py")
+    at.radio(key="sim.wl_kind").set_value("trace")
+    at.run()
+    bad = b"arrival_s,input_tokens,output_tokens\n0.0,10,5\n0.5,ten,5\n"
+    at.file_uploader(key="sim.trace_upload").set_value(("bad.csv", bad, "text/csv"))
+    at.run()
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1
+    msg = at.error[0].value
+    assert "uploaded file bad.csv:3" in msg, msg
+    assert "llmsim-dashboard-uploads" not in msg
+    assert not at.metric
+
+
+def test_simulate_page_bad_form_value_uses_the_config_validation_message():
+    at = _page("pages/1_Simulate.py")
+    at.selectbox(key="sim.input.kind").set_value("uniform")
+    at.run()
+    at.number_input(key="sim.input.low").set_value(900)
+    at.number_input(key="sim.input.high").set_value(100)
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "workload.input_len" in at.error[0].value
+    assert "low (900) must be <= high (100)" in at.error[0].value
+
+
+# ---- Compare ---------------------------------------------------------------------------------
+
+
+def test_compare_page_runs_each_config_on_the_same_workload():
+    at = _page("pages/2_Compare.py")
+    at.number_input(key="cmp.num_requests").set_value(N)
+    at.number_input(key="cmp1.tp").set_value(2)
+    at.button(key="cmp_run").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    keys = at.session_state["cmp.result_keys"]
+    assert len(keys) == 2
+    a = _expected_config(scheduler={"kind": "vllm"})
+    b = _expected_config(scheduler={"kind": "sarathi", "chunk_size": 512}, parallel={"tp": 2})
+    got = [json.loads(k) for k in keys.values()]
+    assert got == [json.loads(a.model_dump_json()), json.loads(b.model_dump_json())]
+    table = at.dataframe[0].value
+    for col, cfg in zip(table.columns, (a, b)):
+        expected = dict((label, text) for label, text, _ in render.kpis(simulate(cfg).summary))
+        assert table[col].to_dict() == expected
+    assert len(_charts(at)) == 4  # KPI bars, CDFs, throughput+queue, KV
+
+
+# ---- Plan ------------------------------------------------------------------------------------
+
+
+def test_plan_page_ranks_and_loads_the_recommendation_into_simulate():
+    at = _page("pages/3_Plan.py")
+    at.multiselect(key="plan.tps").set_value([1, 2])
+    at.multiselect(key="plan.scheds").set_value(["vllm"])
+    at.number_input(key="plan.probe_n").set_value(30)
+    at.number_input(key="plan.tol").set_value(0.25)
+    at.number_input(key="plan.num_requests").set_value(N)
+    at.button(key="plan_run").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    plan_json, backend = at.session_state["plan.result"]
+    res = runs.cached_plan(plan_json, backend)
+    assert at.success and at.success[0].value == res.answer
+    table = at.dataframe(key="plan.table").value
+    assert len(table) == len(res.deployments) >= 1
+    assert table["layout"].tolist() == [d.candidate.label() for d in res.deployments]
+    assert len(_charts(at)) == 2
+    rec = res.recommended_config()
+    at.button(key="plan_load").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="sim.tp").value == rec.parallel.tp
+    assert at.selectbox(key="sim.scheduler").value == rec.scheduler.kind
+    assert at.number_input(key="sim.rate").value == pytest.approx(rec.workload.arrival.rate_per_s)
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    assert json.loads(at.session_state["sim.result_key"]) == json.loads(rec.model_dump_json())
+
+
+# ---- progress and cancellation ---------------------------------------------------------------
+
+
+def test_run_with_progress_cancels_the_worker_when_the_script_is_interrupted():
+    seen = {}
+    started = threading.Event()
+
+    def work(prog):
+        started.set()
+        try:
+            for i in range(10_000):
+                prog.update(i / 10_000)
+                time.sleep(0.001)
+        except runs.Cancelled:
+            seen["cancelled_at"] = prog.fraction
+            raise
+        return "finished"
+
+    class Interrupt(Exception):  # stands in for Streamlit's rerun/stop exceptions
+        pass
+
+    calls = []
+
+    def on_progress(f, text):
+        calls.append(f)
+        if len(calls) == 3:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        runs.run_with_progress(work, on_progress)
+    for _ in range(100):
+        if "cancelled_at" in seen:
+            break
+        time.sleep(0.01)
+    assert started.is_set() and 0 < seen["cancelled_at"] < 1
+
+
+def test_simulation_progress_reaches_all_requests_and_matches_simulate():
+    cfg = _expected_config()
+    fractions = []
+    prog = runs.Progress()
+    orig = prog.update
+
+    def spy(f, text=""):
+        fractions.append(f)
+        orig(f, text)
+
+    prog.update = spy
+    res = runs._simulate(cfg, prog)
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    ref = simulate(cfg)
+    assert res.summary["ttft_s"] == ref.summary["ttft_s"]
+    assert res.summary["notes"] == ref.summary["notes"]
