@@ -114,8 +114,9 @@ def _slo_met(masks: dict[str, np.ndarray], attainment: float | None, slo: SLOCon
 def summarize(requests: pd.DataFrame, steps: pd.DataFrame, itl_s: np.ndarray, *, slo: SLOConfig,
               num_gpus: int, usd_per_gpu_hour: float, kv_blocks_total: int, block_size: int) -> dict:
     """The summary of one run: counts, throughput, latency percentiles, goodput, KV peak and cost.
-    kv_blocks_total is one replica's KV capacity (blocks); utilization is the max over steps of
-    kv_used_blocks / kv_blocks_total. All values are plain JSON types; undefined ones are None."""
+    kv_peak_utilization is the max over steps of one replica's kv_used / (kv_used + kv_free) blocks;
+    kv_blocks_total (the cluster's KV capacity, all replicas) is reported as is. All values are plain
+    JSON types; undefined ones are None."""
     _check_columns(requests, REQUEST_COLUMNS, "requests")
     _check_columns(steps, STEP_COLUMNS, "steps")
     state = requests["state"]
@@ -136,8 +137,10 @@ def summarize(requests: pd.DataFrame, steps: pd.DataFrame, itl_s: np.ndarray, *,
     attainment = n_good / n if n else None
 
     kv_peak = None
-    if len(steps) and kv_blocks_total > 0:
-        kv_peak = _f(steps["kv_used_blocks"].max() / kv_blocks_total)
+    used = steps["kv_used_blocks"].to_numpy(np.float64)
+    capacity = used + steps["kv_free_blocks"].to_numpy(np.float64)
+    if np.any(capacity > 0):
+        kv_peak = _f(np.max(used[capacity > 0] / capacity[capacity > 0]))
     gpu_hours = num_gpus * duration_s / 3600.0 if duration_s is not None else None
     usd_total = gpu_hours * usd_per_gpu_hour if gpu_hours is not None else None
     reasons = requests.loc[state == "rejected", "reject_reason"].fillna("").astype(str).value_counts()
@@ -158,7 +161,7 @@ def summarize(requests: pd.DataFrame, steps: pd.DataFrame, itl_s: np.ndarray, *,
         "slo_met": _slo_met(masks, attainment, slo),
         "kv_peak_utilization": kv_peak,
         "kv_peak_used_blocks": int(steps["kv_used_blocks"].max()) if len(steps) else None,
-        "kv_block_size": int(block_size),
+        "kv_blocks_total": int(kv_blocks_total), "kv_block_size": int(block_size),
         "prefix_cache_hit_rate": _ratio(cached, in_tokens),
         "num_preemptions": int(requests["num_preemptions"].sum()),
         "num_steps": int(len(steps)),

@@ -28,10 +28,11 @@ def requests_frame() -> pd.DataFrame:
         "reject_reason": ["", "", "", "prompt longer than max_model_len", ""]})
 
 
-def steps_frame(kv_used=(3, 8, 5)) -> pd.DataFrame:
+def steps_frame(kv_used=(3, 8, 5), capacity=10) -> pd.DataFrame:
     n = len(kv_used)
     df = pd.DataFrame({c: np.zeros(n, dtype=np.int64) for c in STEP_COLUMNS})
     df["kv_used_blocks"] = list(kv_used)
+    df["kv_free_blocks"] = [capacity - u for u in kv_used]
     return df
 
 
@@ -39,7 +40,14 @@ def run(slo: SLOConfig = SLOConfig(), requests: pd.DataFrame | None = None, step
         itl=(0.5, 0.5, 1.0, 0.25)) -> dict:
     return summarize(requests_frame() if requests is None else requests,
                      steps_frame() if steps is None else steps, np.array(itl), slo=slo, num_gpus=4,
-                     usd_per_gpu_hour=2.0, kv_blocks_total=10, block_size=16)
+                     usd_per_gpu_hour=2.0, kv_blocks_total=20, block_size=16)
+
+
+def test_kv_peak_is_per_replica():
+    two = pd.concat([steps_frame((3, 8, 5)).assign(replica=0), steps_frame((9, 2), capacity=30).assign(replica=1)])
+    s = run(steps=two)
+    assert s["kv_peak_utilization"] == 0.8 and s["kv_peak_used_blocks"] == 9  # 8/10 beats 9/30
+    assert s["kv_blocks_total"] == 20
 
 
 def test_percentiles_exact():
