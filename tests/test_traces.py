@@ -220,6 +220,23 @@ def test_plain_csv_and_jsonl_with_bom_crlf_and_extra_columns(tmp_path):
 def test_integral_floats_accepted(tmp_path):
     p = write(tmp_path, "f.csv", "arrival_s,input_tokens,output_tokens\n0,10.0,2\n1,20,3.0\n")
     assert load_trace(p).output_tokens.tolist() == [2, 3]
+    p = write(tmp_path, "f.jsonl", '{"timestamp": 0, "input_length": 10.0, "output_length": 2}\n')
+    assert load_trace(p).input_tokens.tolist() == [10]
+
+
+def test_absurd_lengths_and_duplicate_columns(tmp_path):
+    p = write(tmp_path, "big.jsonl", '{"timestamp": 0, "input_length": 1, "output_length": 2}\n'
+                                     '{"timestamp": 1, "input_length": 100000000000000000000000, "output_length": 2}\n')
+    assert "big.jsonl:2:18 (field input_length): 100000000000000000000000 is more than 1,000,000,000" in error_of(p)
+    p = write(tmp_path, "big.csv", "arrival_s,input_tokens,output_tokens\n0,5,1\n1,5,99999999999\n")
+    assert "big.csv:3:3 (column output_tokens): '99999999999' is more than" in error_of(p)
+    p = write(tmp_path, "dup.csv", "arrival_s,input_tokens,output_tokens,input_tokens\n0,5,1,6\n")
+    assert "dup.csv:1: column 'input_tokens' appears more than once" in error_of(p)
+
+
+def test_header_after_many_blank_lines(tmp_path):
+    p = write(tmp_path, "b.csv", "\n" * 60 + "arrival_s,input_tokens,output_tokens\n0,1,1\n")
+    assert len(load_trace(p)) == 1
 
 
 def test_head_shift_and_scale(tmp_path):
