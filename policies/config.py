@@ -38,6 +38,8 @@ class SarathiSchedulerConfig(_SchedulerBase):
     """Sarathi-Serve (OSDI'24): decodes first, then prefill chunks, under a per-iteration token budget."""
 
     kind: Literal["sarathi"] = "sarathi"
+    preemption: Literal["recompute", "swap"] = "recompute"
+    watermark: float = Field(default=0.01, ge=0.0, lt=1.0, description="fraction of blocks kept free on admission")
     chunk_size: int = Field(default=512, ge=1, description="token budget of one iteration")
 
 
@@ -45,6 +47,8 @@ class SplitFuseSchedulerConfig(_SchedulerBase):
     """DeepSpeed-FastGen Dynamic SplitFuse: forward passes of a fixed token count (decodes + prompt chunks)."""
 
     kind: Literal["splitfuse"] = "splitfuse"
+    preemption: Literal["recompute", "swap"] = "recompute"
+    watermark: float = Field(default=0.01, ge=0.0, lt=1.0, description="fraction of blocks kept free on admission")
     chunk_size: int = Field(default=512, ge=1, description="target tokens of every forward pass")
 
 
@@ -68,6 +72,7 @@ class PagedKVConfig(_KVBase):
 
     kind: Literal["paged"] = "paged"
     prefix_caching: bool = False
+    eviction: Literal["lru", "lfu"] = Field(default="lru", description="prefix-cache eviction order")
 
 
 class ContiguousKVConfig(_KVBase):

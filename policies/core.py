@@ -32,11 +32,13 @@ class ReplicaCore:
         self.num_swapped_blocks_out = 0  # totals, for the cost of swaps
         self.num_swapped_blocks_in = 0
         self.pipelined = False  # engines that keep several micro-batches in flight set this
+        self.num_kv_tokens = 0  # Σ num_computed of requests whose KV is on the GPU (shared prefixes count per request)
         self.itl_s: list[float] | None = None  # engines that report inter-token latency set a list here
 
     # -- the view schedulers read ------------------------------------------------------------
     @property
     def schedulable(self) -> list[Request]:
+        """Running requests not inside an in-flight micro-batch (all of them without pipelining)."""
         if self.num_in_flight == 0:
             return self.running
         return [r for r in self.running if not r.in_flight]
@@ -68,31 +70,51 @@ class ReplicaCore:
         return True
 
     def next_plan(self, now: float) -> BatchPlan | None:
-        """Ask the policy for the next pass and apply its admissions, preemptions and allocations."""
+        """Ask the policy for the next pass and apply its preemptions, admissions, swap-ins and allocations."""
         plan = self.policy.plan(self)
         if plan is None:
             return None
         kv = self.kv
-        for r in plan.preempted:
-            self._preempt(r)
-        for r in plan.swapped_in:
-            self.swapped.remove(r)
-            self.num_swapped_blocks_in += kv.swap_in(r)
-            r.state = RUNNING
-            self.running.append(r)
-        waiting = self.waiting
-        for r in plan.admitted:
-            if waiting[0] is r:
-                waiting.popleft()
-            else:
-                waiting.remove(r)
-            r.state = RUNNING
-            if r.scheduled_s != r.scheduled_s:  # NaN: first time scheduled
-                r.scheduled_s = now
-            self.running.append(r)
-        allocate = kv.allocate
-        for r, n in zip(plan.reqs, plan.num_tokens):
-            allocate(r, r.num_computed + n)
+        if plan.preempted:
+            for r in plan.preempted:
+                self._preempt(r)
+        running = self.running
+        if plan.swapped_in:
+            swapped = self.swapped
+            for r in plan.swapped_in:
+                swapped.remove(r)
+                r.state = RUNNING
+                running.append(r)
+        if plan.admitted:
+            waiting = self.waiting
+            cached = plan.cached or [0] * len(plan.admitted)
+            for r, c in zip(plan.admitted, cached):
+                if waiting[0] is r:
+                    waiting.popleft()
+                else:
+                    waiting.remove(r)
+                r.state = RUNNING
+                first = r.scheduled_s != r.scheduled_s  # NaN: first time scheduled
+                if first:
+                    r.scheduled_s = now
+                if c:
+                    # Before any allocation below, which could evict the blocks the policy counted on.
+                    got = kv.acquire_prefix(r, c)
+                    if got != c:
+                        raise RuntimeError(f"request {r.id}: planned {c} cached prefix tokens, found {got}")
+                    r.num_computed = got
+                    self.num_kv_tokens += got
+                    if first:  # NOTE: hits on recompute re-admissions are not counted again
+                        r.num_cached_tokens = got
+                running.append(r)
+        if plan.swapped_in:
+            for r in plan.swapped_in:
+                self.num_swapped_blocks_in += kv.swap_in(r)
+                self.num_kv_tokens += r.num_computed
+        if plan.allocs:
+            allocate = kv.allocate
+            for r, t in plan.allocs:
+                allocate(r, t)
         if self.pipelined:
             for r in plan.reqs:
                 r.in_flight = True
@@ -104,28 +126,42 @@ class ReplicaCore:
         finished: list[Request] = []
         itl = self.itl_s
         for r, n in zip(plan.reqs, plan.num_tokens):
-            r.num_computed += n
-            if r.num_computed >= r.prompt_len + r.num_generated:
-                r.num_generated += 1
-                if r.num_generated == 1 or r.first_token_s != r.first_token_s:
+            nc = r.num_computed + n
+            r.num_computed = nc
+            if nc >= r.prompt_len + r.num_generated:  # the pass reached the end: one token sampled
+                g = r.num_generated + 1
+                r.num_generated = g
+                if g == 1:  # num_generated never decreases (recompute keeps generated tokens)
                     r.first_token_s = now
                 elif itl is not None:
                     itl.append(now - r.last_token_s)
                 r.last_token_s = now
-                if r.num_generated >= r.output_len:
+                if g >= r.output_len:
                     finished.append(r)
+        self.num_kv_tokens += sum(plan.num_tokens)
+        kv = self.kv
+        if kv.prefix_caching:
+            for r in plan.reqs:
+                if r.hash_ids is not None:
+                    kv.cache_computed(r)
         if self.num_in_flight:
             for r in plan.reqs:
                 r.in_flight = False
             self.num_in_flight -= len(plan.reqs)
         if finished:
-            free = self.kv.free
+            free = kv.free
             for r in finished:
+                self.num_kv_tokens -= r.num_computed
                 free(r)
                 r.state = FINISHED
                 r.finish_s = now
-            done = set(map(id, finished))
-            self.running = [r for r in self.running if id(r) not in done]
+            if len(finished) < 8:
+                remove = self.running.remove
+                for r in finished:
+                    remove(r)
+            else:
+                done = set(map(id, finished))
+                self.running = [r for r in self.running if id(r) not in done]
             self.num_outstanding -= len(finished)
         return finished
 
@@ -133,6 +169,7 @@ class ReplicaCore:
         self.running.remove(r)
         r.num_preemptions += 1
         self.num_preemptions += 1
+        self.num_kv_tokens -= r.num_computed
         if self.policy.preemption == "swap" and self.kv.can_swap_out(r):
             self.num_swapped_blocks_out += self.kv.swap_out(r)
             r.state = SWAPPED

@@ -10,8 +10,12 @@ from policies.request import Request
 class BatchPlan(NamedTuple):
     """One forward pass: `reqs[i]` computes `num_tokens[i]` new tokens.
 
-    `admitted` are the waiting requests this plan starts (a subset of reqs); `preempted` lose their
-    KV (recompute) or move it to host memory (swap); `swapped_in` get their KV back before the pass.
+    `admitted` are the waiting requests this plan starts (a subset of reqs), `cached[i]` the prompt
+    tokens of `admitted[i]` served from the prefix cache; `preempted` lose their KV (recompute) or
+    move it to host memory (swap); `swapped_in` get their KV back before the pass; `allocs` are the
+    `(request, total_tokens)` KV allocations the pass needs (applied after admissions and swap-ins).
+    `shape` is what the pass costs; it equals the sum over `reqs` except for static batching, whose
+    finished members still decode as padding.
     """
 
     reqs: list[Request]
@@ -20,15 +24,21 @@ class BatchPlan(NamedTuple):
     admitted: list[Request]
     preempted: list[Request]
     swapped_in: list[Request]
+    cached: list[int] = []
+    allocs: list[tuple[Request, int]] = []
 
     def as_dict(self) -> dict[int, int]:
         return {r.id: n for r, n in zip(self.reqs, self.num_tokens)}
 
 
 class PlanBuilder:
-    """Accumulates a plan; computes the BatchShape as sequences are added (one pass, no re-scan)."""
+    """Accumulates a plan; computes the BatchShape as sequences are added (one pass, no re-scan).
 
-    __slots__ = ("reqs", "num_tokens", "shape", "admitted", "preempted", "swapped_in", "window")
+    Hot loops append to `reqs`/`num_tokens` directly and add their decodes' sums with `add_decodes`.
+    """
+
+    __slots__ = ("reqs", "num_tokens", "shape", "admitted", "preempted", "swapped_in", "cached", "allocs",
+                 "window")
 
     def __init__(self, window: int = 0) -> None:
         self.reqs: list[Request] = []
@@ -37,17 +47,34 @@ class PlanBuilder:
         self.admitted: list[Request] = []
         self.preempted: list[Request] = []
         self.swapped_in: list[Request] = []
+        self.cached: list[int] = []
+        self.allocs: list[tuple[Request, int]] = []
         self.window = window
 
-    def add(self, req: Request, n: int) -> None:
-        ctx = req.num_computed
-        total = req.prompt_len + req.num_generated
+    def add(self, req: Request, n: int, ctx: int | None = None) -> None:
+        """`req` computes `n` tokens on top of `ctx` cached ones (default: its computed tokens)."""
+        if ctx is None:
+            ctx = req.num_computed
         self.reqs.append(req)
         self.num_tokens.append(n)
         # The pass samples a token iff it reaches the end of the sequence's current tokens.
-        self.shape.add(n, ctx, ctx >= req.prompt_len, ctx + n >= total, self.window)
+        self.shape.add(n, ctx, ctx >= req.prompt_len, ctx + n >= req.prompt_len + req.num_generated, self.window)
+
+    def add_decodes(self, num_seqs: int, kv_sum: int) -> None:
+        """Account `num_seqs` one-token decodes whose (window-capped) `ctx + 1` sum to `kv_sum`.
+
+        For a decode, attention pairs = ctx·1 + 1·2/2 = ctx + 1 = KV entries read (BatchShape.add).
+        """
+        s = self.shape
+        s.num_seqs += num_seqs
+        s.num_tokens += num_seqs
+        s.num_decode_tokens += num_seqs
+        s.num_logits += num_seqs
+        s.attn_pairs += kv_sum
+        s.kv_read_tokens += kv_sum
 
     def build(self) -> BatchPlan | None:
         if not self.reqs and not self.preempted:
             return None
-        return BatchPlan(self.reqs, self.num_tokens, self.shape, self.admitted, self.preempted, self.swapped_in)
+        return BatchPlan(self.reqs, self.num_tokens, self.shape, self.admitted, self.preempted, self.swapped_in,
+                         self.cached, self.allocs)

@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 from policies.schedulers.base import SchedulerPolicy, SchedulerView
+from policies.schedulers.orca import OrcaScheduler
+from policies.schedulers.sarathi import SarathiScheduler
+from policies.schedulers.splitfuse import SplitFuseScheduler
+from policies.schedulers.static import StaticScheduler
 from policies.schedulers.vllm import VLLMScheduler
 
 # kind -> implementation; a test checks this against the SchedulerConfig union.
 REGISTRY: dict[str, type[SchedulerPolicy]] = {
+    "static": StaticScheduler,
+    "orca": OrcaScheduler,
     "vllm": VLLMScheduler,
+    "sarathi": SarathiScheduler,
+    "splitfuse": SplitFuseScheduler,
 }
 
 
@@ -15,4 +23,5 @@ def make_scheduler(cfg) -> SchedulerPolicy:
     return REGISTRY[cfg.kind](cfg)
 
 
-__all__ = ["REGISTRY", "SchedulerPolicy", "SchedulerView", "make_scheduler"]
+__all__ = ["REGISTRY", "OrcaScheduler", "SarathiScheduler", "SchedulerPolicy", "SchedulerView",
+           "SplitFuseScheduler", "StaticScheduler", "VLLMScheduler", "make_scheduler"]

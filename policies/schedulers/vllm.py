@@ -1,16 +1,18 @@
-"""vLLM (Kwon et al., SOSP'23) scheduling, as in vLLM v0's scheduler.
+"""vLLM (Kwon et al., SOSP'23) scheduling, as in vLLM v0's default scheduler (`_schedule_default`).
 
 Prefill-first: if requests wait and none are swapped, a pass admits as many waiting prompts (FCFS,
-whole prompts) as fit the batch size, token budget and free blocks above the watermark, and runs
-prefill only. Otherwise every running request decodes one token; when a decode needs a block and
-none is free, the lowest-priority running request (the last one) is preempted — recomputed later
-or swapped to host memory — until the decode fits. Swapped requests come back before new ones.
+whole prompts, after their cached prefix) as fit the batch size, token budget and free blocks above
+the watermark, and runs prefill only. Otherwise every running request decodes one token; when a
+decode needs a block and none is free, the lowest-priority running request (the last one) is
+preempted — recomputed later or swapped to host memory — until the decode fits. If nothing was
+preempted, swapped requests come back (FCFS) before any new one is admitted.
 """
 from __future__ import annotations
 
 from policies.plan import BatchPlan, PlanBuilder
 from policies.request import Request
-from policies.schedulers.base import SchedulerPolicy, SchedulerView
+from policies.schedulers.base import (NO_WINDOW, SchedulerPolicy, SchedulerView, admit, decode_running,
+                                      fits_alone_reason, schedulable, swap_in)
 
 
 class VLLMScheduler(SchedulerPolicy):
@@ -24,60 +26,20 @@ class VLLMScheduler(SchedulerPolicy):
         if req.prompt_len > self.max_tokens:
             return (f"prompt of {req.prompt_len} tokens exceeds max_num_batched_tokens={self.max_tokens} "
                     "(vllm does not chunk prompts)")
-        return ""
+        return fits_alone_reason(req, view.kv, int(self.cfg.watermark * view.kv.num_blocks))
 
     def plan(self, view: SchedulerView) -> BatchPlan | None:
         kv = view.kv
         b = PlanBuilder(view.window)
         free = kv.num_free_blocks
-        running = view.running
-        num_seqs = len(running)
-
-        # Swapped requests resume first, in FCFS order, as blocks allow.
-        if view.swapped:
-            for r in view.swapped:
-                need = r.num_swapped_blocks + kv.blocks_needed(r, r.prompt_len + r.num_generated) 
-                if num_seqs >= self.max_batch_size or need > free:
-                    break
-                free -= need
-                num_seqs += 1
-                b.swapped_in.append(r)
-        elif view.waiting:
-            budget = self.max_tokens
-            watermark = int(self.cfg.watermark * kv.num_blocks)
-            for r in view.waiting:
-                if num_seqs >= self.max_batch_size:
-                    break
-                n = r.prompt_len + r.num_generated - max(r.num_computed, kv.cached_prefix_tokens(r))
-                need = kv.blocks_needed(r, r.prompt_len + r.num_generated)
-                if n > budget or free - need < watermark:
-                    break
-                b.admitted.append(r)
-                b.add(r, n)
-                free -= need
-                budget -= n
-                num_seqs += 1
+        watermark = int(self.cfg.watermark * kv.num_blocks)
+        running = schedulable(view)  # with pipelining, max_batch_size bounds each micro-batch
+        if view.waiting and not view.swapped:
+            admit(b, view.waiting, kv, free, self.max_tokens, len(running), self.max_batch_size, watermark,
+                  chunked=False)
             if b.reqs:
                 return b.build()
-
-        # Decode: one token for every running (and resumed) request, preempting from the back.
-        end = len(running)
-        i = 0
-        while i < end:
-            r = running[i]
-            need = kv.blocks_needed(r, r.num_computed + 1)
-            while need > free:
-                end -= 1
-                victim = running[end]
-                b.preempted.append(victim)
-                free += len(victim.blocks)
-                if end == i:
-                    break
-            if end == i:
-                break
-            free -= need
-            b.add(r, r.prompt_len + r.num_generated - r.num_computed)
-            i += 1
-        for r in b.swapped_in:
-            b.add(r, r.prompt_len + r.num_generated - r.num_computed)
+        free, _ = decode_running(b, running, kv, free, NO_WINDOW)
+        if view.swapped and not b.preempted:
+            swap_in(b, view.swapped, kv, free, NO_WINDOW, len(running), self.max_batch_size, watermark)
         return b.build()
