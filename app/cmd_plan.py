@@ -39,24 +39,11 @@ def parse_list(flag: str, text: str, parse: Callable[[str], Any]) -> list[Any]:
 def build_plan_config(config: Optional[Path], lists: dict[str, Optional[str]], base_flags: dict[str, Any],
                       plan_flags: dict[str, Any]):
     """PlanConfig from a scenario file (with optional `plan:` section) overlaid with the flags given."""
-    from app.cmd_simulate import build_config
     from simulator.config import merge
     from simulator.planner.config import PlanConfig, load_plan_config, validate_plan_config
 
     pc = load_plan_config(config) if config else PlanConfig()
-    # The base scenario: the file's sections + the scalar flags, built exactly as `llmsim simulate` does.
-    base = pc.base
-    given = {k: v for k, v in base_flags.items() if v is not None}
-    if given:
-        import tempfile
-
-        import yaml
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
-            yaml.safe_dump(base.model_dump(mode="json"), tmp)
-        try:
-            base = build_config(Path(tmp.name), **given)
-        finally:
-            Path(tmp.name).unlink(missing_ok=True)
+    base_data = base_with_flags(pc.base.model_dump(mode="python"), base_flags)
     data = pc.model_dump(mode="python", exclude={"base"})
     space: dict[str, Any] = {}
     for flag, text in lists.items():
@@ -70,12 +57,32 @@ def build_plan_config(config: Optional[Path], lists: dict[str, Optional[str]], b
         over["search"] = search
     over.update({k: v for k, v in plan_flags.items() if v is not None})
     data = merge(data, over)
-    slo_over = {k: v for k, v in (("percentile", base_flags.get("slo_percentile")),
-                                  ("attainment", base_flags.get("slo_attainment"))) if v is not None}
-    base_data = base.model_dump(mode="python")
-    if slo_over:
-        base_data["slo"] = {**base_data["slo"], **slo_over}
     return validate_plan_config({**base_data, "plan": data}, str(config) + " + flags" if config else "flags")
+
+
+def base_with_flags(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """The base scenario's data with the scalar flags that were given applied (same meaning as in simulate)."""
+    f = {k: v for k, v in flags.items() if v is not None}
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    if "model" in f:
+        out["model"] = {"name": f["model"], "hf_config": f.get("hf_config")}
+    elif "hf_config" in f:
+        out["model"] = {**out["model"], "hf_config": f["hf_config"]}
+    for flag, key in (("slo_ttft", "ttft_s"), ("slo_tpot", "tpot_s"), ("slo_e2e", "e2e_s"),
+                      ("slo_percentile", "percentile"), ("slo_attainment", "attainment")):
+        if flag in f:
+            out["slo"][key] = f[flag]
+    if "seed" in f:
+        out["simulation"]["seed"] = f["seed"]
+    if "trace" in f:  # a new workload section, not merged into a synthetic one
+        out["workload"] = {"kind": "trace", "path": str(f["trace"]), "format": f.get("trace_format") or "auto"}
+    elif "input_len" in f or "output_len" in f:
+        wl = out["workload"] if out["workload"].get("kind") == "synthetic" else {"kind": "synthetic"}
+        for flag, key in (("input_len", "input_len"), ("output_len", "output_len")):
+            if flag in f:
+                wl[key] = {"kind": "fixed", "value": f[flag]}
+        out["workload"] = wl
+    return out
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
@@ -89,7 +96,7 @@ def print_result(res, top: int) -> None:
     from simulator.planner.prune import REASONS
     from simulator.planner.report import table_rows
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     rows = table_rows(res, top)
     if rows:
         t = Table(title=f"deployments meeting the SLOs (best first, {len(res.deployments)} in all)",
@@ -176,8 +183,7 @@ def serve(
                   "rank_by": rank_by, "requests_per_probe": requests_per_probe, "tolerance": tolerance}
     if serial and ray:
         raise UserError("--serial and --ray: choose one backend")
-    pc = build_plan_config(config, lists, {**base_flags, **extra} if any(extra.values()) else base_flags,
-                           plan_flags)
+    pc = build_plan_config(config, lists, {**base_flags, **extra}, plan_flags)
     backend = "serial" if serial else "ray" if ray else "local"
     res = _run(plan_serve, pc, backend, workers, ray, show=not as_json and sys.stderr.isatty())
     if pareto is not None and str(pareto) and res.outcomes:

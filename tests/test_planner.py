@@ -99,7 +99,7 @@ def test_plan_config_yaml_with_plan_section(tmp_path):
     bad.write_text("plan:\n  space: {tp: [0]}\n  max_gpuz: 8\n")
     with pytest.raises(UserError) as e:
         load_plan_config(bad)
-    assert "max_gpuz" in str(e.value)
+    assert "plan.max_gpuz" in str(e.value) and "plan.space.tp.0" in str(e.value)
     with pytest.raises(UserError) as e:
         validate_plan_config({"slo": {"ttft_s": -1}})
     assert "slo.ttft_s" in str(e.value) and "base." not in str(e.value)

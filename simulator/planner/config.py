@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, PositiveInt, ValidationError
 
 from hwmodels.config import Frozen, KVDType, WeightDType
 from hwmodels.errors import UserError, format_validation_error
@@ -24,16 +24,16 @@ CHUNKED_SCHEDULERS = ("sarathi", "splitfuse")  # the kinds that take `chunk_size
 class SearchSpace(Frozen):
     """Values to try per dimension; None = derive from the base scenario (see `defaults` in space.py)."""
 
-    gpus: tuple[str, ...] | None = Field(default=None, description="accelerator catalog names")
-    tp: tuple[int, ...] | None = Field(default=None, description="tensor-parallel degrees")
-    pp: tuple[int, ...] | None = Field(default=None, description="pipeline-parallel degrees")
-    replicas: tuple[int, ...] | None = Field(
+    gpus: tuple[str, ...] | None = Field(default=None, min_length=1, description="accelerator catalog names")
+    tp: tuple[PositiveInt, ...] | None = Field(default=None, description="tensor-parallel degrees")
+    pp: tuple[PositiveInt, ...] | None = Field(default=None, description="pipeline-parallel degrees")
+    replicas: tuple[PositiveInt, ...] | None = Field(
         default=None, description="replica counts; default: enough for --target-qps, else as many as the bounds allow")
     schedulers: tuple[SchedulerKind, ...] | None = None
-    max_batch_size: tuple[int, ...] | None = None
-    max_num_batched_tokens: tuple[int, ...] | None = None
-    chunk_size: tuple[int, ...] | None = Field(default=None, description="only for sarathi / splitfuse")
-    block_size: tuple[int, ...] | None = None
+    max_batch_size: tuple[PositiveInt, ...] | None = None
+    max_num_batched_tokens: tuple[PositiveInt, ...] | None = None
+    chunk_size: tuple[PositiveInt, ...] | None = Field(default=None, description="only for sarathi / splitfuse")
+    block_size: tuple[PositiveInt, ...] | None = None
     weight_dtype: tuple[WeightDType, ...] | None = None
     kv_dtype: tuple[KVDType, ...] | None = None
 
@@ -73,9 +73,22 @@ def validate_plan_config(data: dict[str, Any], source: str | None = None) -> Pla
     try:
         return PlanConfig.model_validate({**plan, "base": data})
     except ValidationError as exc:
-        msg = format_validation_error(exc, source)
-        # Errors of the base scenario carry a `base.` prefix that the file does not have.
-        raise UserError(msg.replace(" base.", " ").replace("\n  base.", "\n  ")) from None
+        raise UserError(format_validation_error(_AsInFile(exc), source)) from None
+
+
+class _AsInFile:
+    """A ValidationError whose locations read as in the file: `base.x` -> `x`, `y` -> `plan.y`."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        self._errors = exc.errors()
+
+    def errors(self) -> list[dict[str, Any]]:
+        out = []
+        for e in self._errors:
+            loc = tuple(e.get("loc", ()))
+            loc = loc[1:] if loc[:1] == ("base",) else ("plan",) + loc
+            out.append({**e, "loc": loc})
+        return out
 
 
 def load_plan_config(path: str | Path) -> PlanConfig:

@@ -6,6 +6,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from simulator.planner.search import PlanResult
+from simulator.planner.space import varying_fields
 
 LATENCY_FIELDS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
 
@@ -13,10 +14,11 @@ LATENCY_FIELDS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
 def table_rows(res: PlanResult, limit: int | None = None) -> list[dict[str, Any]]:
     """One dict per ranked deployment, the columns the CLI prints (units in the keys)."""
     q = res.plan.base.slo.percentile
+    extra = varying_fields([o.candidate for o in res.outcomes])
     rows = []
     for i, d in enumerate(res.deployments[:limit]):
         c = d.candidate
-        rows.append({"rank": i + 1, "layout": c.label(), "replicas": d.replicas, "GPUs": d.num_gpus,
+        rows.append({"rank": i + 1, "layout": c.label(extra), "replicas": d.replicas, "GPUs": d.num_gpus,
                      "max QPS": d.max_qps, "QPS/GPU": d.goodput_per_gpu, "$/h": d.usd_per_hour,
                      "$/Mtok": d.usd_per_mtok, f"p{q:g} TTFT s": d.ttft_s, f"p{q:g} TPOT s": d.tpot_s,
                      "KV headroom": d.mem_headroom})
@@ -31,13 +33,14 @@ def probe_points(res: PlanResult, latency: str = "ttft") -> list[dict[str, Any]]
     """
     field = LATENCY_FIELDS[latency]
     pts = []
+    extra = varying_fields([o.candidate for o in res.outcomes])
     for o in res.outcomes:
         c, sv = o.candidate, o.survivor
         usd_per_s = c.gpus_per_replica * sv.usd_per_gpu_hour / 3600.0
         for p in o.capacity.probes:
             if not p.feasible or p.rate_per_s <= 0:
                 continue
-            pts.append({"layout": c.label(), "rate_per_s": p.rate_per_s,
+            pts.append({"layout": c.label(extra), "rate_per_s": p.rate_per_s,
                         "usd_per_mtok": usd_per_s / (p.rate_per_s * res.mean_output_tokens) * 1e6,
                         "latency_s": getattr(p, field), "ttft_s": p.ttft_s, "tpot_s": p.tpot_s})
     return pts

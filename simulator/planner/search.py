@@ -19,7 +19,7 @@ from simulator.planner.backends import Progress, run_tasks
 from simulator.planner.capacity import CapacityResult, ProbeResult, find_capacity, slo_metrics
 from simulator.planner.config import CapacitySearchConfig, PlanConfig
 from simulator.planner.prune import REASONS, Pruned, Survivor, check_candidate
-from simulator.planner.space import Candidate, enumerate_candidates
+from simulator.planner.space import Candidate, enumerate_candidates, varying_fields
 
 
 # ---- the probe workload -------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def explain(res: PlanResult) -> str:
     diff = [f"{k}: {getattr(ca, k)} vs {getattr(cb, k)}" for k in ("gpu", "tp", "pp", "scheduler", "chunk_size",
             "max_batch_size", "max_num_batched_tokens", "block_size", "weight_dtype", "kv_dtype")
             if getattr(ca, k) != getattr(cb, k)]
-    text = (f"vs runner-up {cb.label()} x{b.replicas} ({'; '.join(diff) or 'same layout'}): "
+    text = (f"vs runner-up {b.replicas} x {cb.label(varying_fields([o.candidate for o in res.outcomes]))} ({'; '.join(diff) or 'same layout'}): "
             f"{a.goodput_per_gpu:.3g} vs {b.goodput_per_gpu:.3g} req/s per GPU ({ratio:.2f}x) at "
             f"${price_a:.2f} vs ${price_b:.2f} per GPU-hour")
     if res.plan.target_qps is not None:

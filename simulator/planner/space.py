@@ -30,11 +30,15 @@ class Candidate:
     def gpus_per_replica(self) -> int:
         return self.tp * self.pp
 
-    def label(self) -> str:
+    def label(self, extra: tuple[str, ...] | None = None) -> str:
+        """'h100-sxm TP2 PP1 sarathi/c512 B256 T8192 blk16 bf16'; with `extra`, only those of the last four
+        parts (max_batch_size, max_num_batched_tokens, block_size, dtype) are shown."""
         sched = self.scheduler + (f"/c{self.chunk_size}" if self.chunk_size else "")
         dt = self.weight_dtype if self.weight_dtype == self.kv_dtype else f"w{self.weight_dtype}/kv{self.kv_dtype}"
-        return (f"{self.gpu} TP{self.tp} PP{self.pp} {sched} B{self.max_batch_size} "
-                f"T{self.max_num_batched_tokens} blk{self.block_size} {dt}")
+        parts = {"max_batch_size": f"B{self.max_batch_size}", "max_num_batched_tokens": f"T{self.max_num_batched_tokens}",
+                 "block_size": f"blk{self.block_size}", "dtype": dt}
+        shown = [v for k, v in parts.items() if extra is None or k in extra]
+        return " ".join([f"{self.gpu} TP{self.tp} PP{self.pp} {sched}"] + shown)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +59,17 @@ class Candidate:
         data["scheduler"] = sched
         data["kv_cache"] = {**data["kv_cache"], "block_size": self.block_size}
         return Config.model_validate(data)
+
+
+def varying_fields(cands: list[Candidate]) -> tuple[str, ...]:
+    """Which of the optional label parts differ between the candidates (the rest go without saying)."""
+    out = []
+    for name, get in (("max_batch_size", lambda c: c.max_batch_size),
+                      ("max_num_batched_tokens", lambda c: c.max_num_batched_tokens),
+                      ("block_size", lambda c: c.block_size), ("dtype", lambda c: (c.weight_dtype, c.kv_dtype))):
+        if len({get(c) for c in cands}) > 1:
+            out.append(name)
+    return tuple(out)
 
 
 def _pow2_upto(n: int) -> tuple[int, ...]:
