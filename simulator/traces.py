@@ -60,7 +60,7 @@ MAX_TOKENS = 1_000_000_000  # sanity bound on one request's length (and keeps in
 
 
 def _columns(fmt: TraceFormat) -> tuple[str, ...]:
-    return tuple(c for c in (fmt.time_col, fmt.input_col, fmt.output_col) if c)
+    return tuple(dict.fromkeys(c for c in (fmt.time_col, fmt.input_col, fmt.output_col) if c))
 
 
 def _expected(formats: tuple[TraceFormat, ...]) -> str:
