@@ -1,4 +1,5 @@
-"""Fit the roofline efficiency factors of hwmodels/roofline.py on Vidur's op-level GPU timings.
+"""Fit the roofline efficiency factors (hwmodels/roofline.py) and link alpha/efficiency (hwmodels/hardware.py)
+on Vidur's op-level GPU and NCCL timings.
 
 Data: /work/shared/profiles/vidur/compute/{a100,h100}/*/*/mlp.csv (microsoft/vidur @ 7d47513, MIT), fp16
 kernel times per layer per GPU for several models, TP 1..8, num_tokens 1..4096 (32768 for Llama-3).
@@ -86,8 +87,58 @@ def report(rows: pd.DataFrame, pred: np.ndarray, label: str) -> None:
           f"p90|err|={np.percentile(err, 90) * 100:5.1f}%  mean|err|={np.mean(err) * 100:5.1f}%")
 
 
+# (vidur node folder, collective, rows' (num_workers, devices_per_node)) measured over each link type. DGX A100 has
+# NVLink3 via NVSwitch and 8x HDR InfiniBand; DGX H100 NVLink4 and 8x NDR. devices_per_node=1: one GPU per node.
+LINK_DATA = {
+    "nvlink3": [("a100_dgx", "all_reduce", {(2, 2), (4, 4), (8, 8)}), ("a100_dgx", "send_recv", {(2, 2)})],
+    "nvlink4": [("h100_dgx", "all_reduce", {(2, 2), (4, 4), (8, 8)}), ("h100_dgx", "send_recv", {(2, 2)})],
+    "ib-hdr": [("a100_dgx", "all_reduce", {(2, 1)}), ("a100_dgx", "send_recv", {(2, 1)})],
+    "ib-ndr": [("h100_dgx", "send_recv", {(2, 1)})],
+}
+
+
+def load_link_rows(profiles: Path, sources: list) -> pd.DataFrame:
+    out = []
+    for node, coll, groups in sources:
+        df = pd.read_csv(profiles / "vidur" / "network" / node / f"{coll}.csv")
+        for d in df.to_dict("records"):
+            if (int(d["num_workers"]), int(d["devices_per_node"])) in groups:
+                out.append((coll, int(d["num_workers"]), float(d["size"]), d[f"time_stats.{coll}.median"] * 1e-3))
+    return pd.DataFrame(out, columns=["collective", "n", "bytes", "seconds"])
+
+
+def predict_link(rows: pd.DataFrame, bw: float, alpha_s: float, eff: float) -> np.ndarray:
+    """Ring all-reduce 2(n-1)a + 2(n-1)/n S/(eff B); send/recv a + S/(eff B) (hwmodels.collectives)."""
+    n, S = rows["n"].to_numpy(), rows["bytes"].to_numpy()
+    ar = rows["collective"].to_numpy() == "all_reduce"
+    return np.where(ar, 2 * (n - 1) * alpha_s + 2 * (n - 1) / n * S / (eff * bw), alpha_s + S / (eff * bw))
+
+
+def fit_link(rows: pd.DataFrame, bw: float) -> tuple[float, float]:
+    meas = rows["seconds"].to_numpy()
+
+    def loss(x: np.ndarray) -> float:
+        alpha_us, eff = x
+        if not (0 <= alpha_us < 100 and 0.01 < eff <= 1.0):
+            return 1e9
+        return float(np.mean(np.abs(np.log(predict_link(rows, bw, alpha_us * 1e-6, eff) / meas))))
+
+    res = minimize(loss, np.array([2.0, 0.7]), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7})
+    return res.x[0] * 1e-6, res.x[1]
+
+
 def main() -> None:
     profiles = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "profiles"
+    from hwmodels.hardware import LINKS
+    for link, sources in LINK_DATA.items():
+        rows = load_link_rows(profiles, sources)
+        bw = LINKS[link].bandwidth_bytes_per_s
+        alpha, eff = fit_link(rows, bw)
+        print(f"{link}: latency_s={alpha:.2e} efficiency={eff:.3f} (datasheet {bw / 1e9:.0f} GB/s/dir)")
+        for coll in ("all_reduce", "send_recv"):
+            s = rows[rows["collective"] == coll]
+            if len(s):
+                report(s, predict_link(s, bw, alpha, eff), f"  {coll}")
     for gpu_dir, gpu_name in GPU_OF.items():
         gpu = get_gpu(gpu_name)
         peak, bw = gpu.peak_flops("fp16"), gpu.hbm_bytes_per_s

@@ -3,32 +3,29 @@
 `nbytes` is the size of the buffer each GPU holds, as in nccl-tests (PERFORMANCE.md): all-reduce of
 S bytes moves 2(n-1)/n·S per GPU per direction, all-gather/reduce-scatter (n-1)/n·S (S = full
 output), so nccl-tests' "bus bandwidth" equals the link bandwidth these formulas use. Ring
-algorithms take n-1 (or 2(n-1)) latency steps; for all-reduce a binomial tree (2·log2 n steps, full
-message per step) is used when cheaper, as NCCL does for small messages.
+algorithms take n-1 (or 2(n-1)) latency steps. B is the link's effective bandwidth (datasheet x fitted
+NCCL efficiency, see hwmodels.hardware), α its fitted per-step latency.
 """
 from __future__ import annotations
-
-import math
 
 from hwmodels.hardware import LinkSpec
 
 
 def allreduce_seconds(nbytes: float, n: int, link: LinkSpec) -> float:
-    """min(ring: 2(n-1)·α + 2(n-1)/n·S/B, tree: 2·⌈log2 n⌉·(α + S/B)); 0 when n == 1."""
+    """Ring: 2(n-1)·α + 2(n-1)/n·S/B; 0 when n == 1.
+
+    NOTE: NCCL switches to tree/LL protocols for small messages; here one ring formula covers all sizes,
+    with α fitted over the whole size range (1 KB..64 MB)."""
     if n <= 1 or nbytes <= 0:
         return 0.0
-    bw, a = link.bandwidth_bytes_per_s, link.latency_s
-    ring = 2 * (n - 1) * a + 2 * (n - 1) / n * nbytes / bw
-    steps = 2 * math.ceil(math.log2(n))
-    tree = steps * (a + nbytes / bw)
-    return min(ring, tree)
+    return 2 * (n - 1) * link.latency_s + 2 * (n - 1) / n * nbytes / link.effective_bytes_per_s
 
 
 def allgather_seconds(nbytes: float, n: int, link: LinkSpec) -> float:
     """Ring all-gather of an S-byte output: (n-1)·α + (n-1)/n·S/B."""
     if n <= 1 or nbytes <= 0:
         return 0.0
-    return (n - 1) * link.latency_s + (n - 1) / n * nbytes / link.bandwidth_bytes_per_s
+    return (n - 1) * link.latency_s + (n - 1) / n * nbytes / link.effective_bytes_per_s
 
 
 def reduce_scatter_seconds(nbytes: float, n: int, link: LinkSpec) -> float:
@@ -45,4 +42,4 @@ def p2p_seconds(nbytes: float, link: LinkSpec) -> float:
     """One send/recv: α + S/B."""
     if nbytes <= 0:
         return 0.0
-    return link.latency_s + nbytes / link.bandwidth_bytes_per_s
+    return link.latency_s + nbytes / link.effective_bytes_per_s

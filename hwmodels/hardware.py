@@ -21,6 +21,15 @@ DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 _FALLBACK = {"fp8": "bf16", "int8": "fp16", "bf16": "fp16", "fp16": "bf16", "tf32": "fp32", "int4": "fp16"}
 
 
+# Alpha and bandwidth efficiency of NVLink3/4 and IB HDR/NDR were fitted on Vidur's NCCL timings
+# (/work/shared/profiles/vidur/network/{a100_dgx,h100_dgx}/{all_reduce,send_recv}.csv) by
+# `python benchmarks/fit_roofline_efficiency.py` (ring all-reduce and send/recv alpha-beta formulas of
+# hwmodels.collectives; median error: NVLink3 all-reduce 15 %, send/recv 36 %; NVLink4 20 % / 3 %; IB-HDR
+# 21 % / 2 %; IB-NDR send/recv 2 %). Links without measurements use the mean NVLink efficiency below and
+# a datasheet-level latency.
+_LINK_EFF_DEFAULT = (0.604 + 0.765) / 2
+
+
 class LinkSpec(BaseModel):
     """One interconnect: bandwidth per direction per GPU and per-message latency (alpha)."""
 
@@ -29,8 +38,14 @@ class LinkSpec(BaseModel):
     name: str
     bandwidth_bytes_per_s: float = Field(gt=0, description="per direction, per GPU")
     latency_s: float = Field(ge=0, description="alpha of the alpha-beta model, per message/step")
+    efficiency: float = Field(default=_LINK_EFF_DEFAULT, gt=0, le=1,
+                              description="fraction of the bandwidth NCCL collectives reach (bus bandwidth)")
     topology: str = Field(default="switch", description="switch | point-to-point | network")
     source: str = ""
+
+    @property
+    def effective_bytes_per_s(self) -> float:
+        return self.bandwidth_bytes_per_s * self.efficiency
 
 
 class GPUSpec(BaseModel):
@@ -146,33 +161,38 @@ GPUS: dict[str, GPUSpec] = {g.name: g for g in _GPUS}
 _LINKS: list[LinkSpec] = [
     # NVLink: datasheet totals are bidirectional per GPU; per direction is half. Latency: NCCL's per-step
     # latency over NVLink is ~1 us (NCCL tuning constants, src/graph/tuning.cc, LL/Simple base latencies).
-    LinkSpec(name="nvlink3", bandwidth_bytes_per_s=300e9, latency_s=1e-6, topology="switch",
-             source="A100 datasheet: 600 GB/s NVLink (12 links x 25 GB/s/dir) via NVSwitch (DGX/HGX A100)"),
-    LinkSpec(name="nvlink4", bandwidth_bytes_per_s=450e9, latency_s=1e-6, topology="switch",
-             source="H100 SXM datasheet: 900 GB/s NVLink (18 links x 25 GB/s/dir) via NVSwitch (DGX/HGX H100/H200)"),
-    LinkSpec(name="nvlink5", bandwidth_bytes_per_s=900e9, latency_s=1e-6, topology="switch",
-             source="HGX B200 spec: 1.8 TB/s NVLink 5 per GPU via NVSwitch"),
-    LinkSpec(name="nvlink-bridge-a100", bandwidth_bytes_per_s=300e9, latency_s=1e-6, topology="point-to-point",
+    LinkSpec(name="nvlink3", bandwidth_bytes_per_s=300e9, latency_s=7.72e-6, efficiency=0.604, topology="switch",
+             source="A100 datasheet: 600 GB/s NVLink (12 links x 25 GB/s/dir) via NVSwitch (DGX/HGX A100); "
+                    "alpha, efficiency fitted on vidur a100_dgx NCCL timings"),
+    LinkSpec(name="nvlink4", bandwidth_bytes_per_s=450e9, latency_s=4.14e-6, efficiency=0.765, topology="switch",
+             source="H100 SXM datasheet: 900 GB/s NVLink (18 links x 25 GB/s/dir) via NVSwitch (DGX/HGX H100/H200); "
+                    "alpha, efficiency fitted on vidur h100_dgx NCCL timings"),
+    LinkSpec(name="nvlink5", bandwidth_bytes_per_s=900e9, latency_s=4.14e-6, efficiency=0.765, topology="switch",
+             source="HGX B200 spec: 1.8 TB/s NVLink 5 per GPU via NVSwitch; alpha and efficiency assumed as NVLink4"),
+    LinkSpec(name="nvlink-bridge-a100", bandwidth_bytes_per_s=300e9, latency_s=7.72e-6, efficiency=0.604,
+             topology="point-to-point",
              source="A100 PCIe datasheet: NVLink bridge for 2 GPUs, 600 GB/s bidirectional"),
-    LinkSpec(name="infinity-fabric", bandwidth_bytes_per_s=448e9, latency_s=1.5e-6, topology="point-to-point",
+    LinkSpec(name="infinity-fabric", bandwidth_bytes_per_s=448e9, latency_s=5e-6, topology="point-to-point",
              source="AMD MI300X data sheet: 7 x 64 GB/s/dir Infinity Fabric links, fully connected 8-GPU mesh"),
-    # PCIe: x16 payload rate per direction (after 128b/130b encoding). Latency ~ a few us per transfer
-    # through the root complex / switch (NCCL over PCIe P2P or SHM).
-    LinkSpec(name="pcie-gen4", bandwidth_bytes_per_s=31.5e9, latency_s=5e-6, topology="switch",
+    # PCIe: x16 payload rate per direction (after 128b/130b encoding). Latency: no measurement at hand; the fitted
+    # NVLink alphas (4-8 us, dominated by NCCL protocol and kernel launch) are used as the order of magnitude.
+    LinkSpec(name="pcie-gen4", bandwidth_bytes_per_s=31.5e9, latency_s=8e-6, topology="switch",
              source="PCI-SIG PCIe 4.0: 16 GT/s x16 = 31.5 GB/s per direction"),
-    LinkSpec(name="pcie-gen5", bandwidth_bytes_per_s=63e9, latency_s=5e-6, topology="switch",
+    LinkSpec(name="pcie-gen5", bandwidth_bytes_per_s=63e9, latency_s=8e-6, topology="switch",
              source="PCI-SIG PCIe 5.0: 32 GT/s x16 = 63 GB/s per direction"),
-    # Inter-node: one NIC per GPU (rail-optimised DGX/HGX designs). Latency: IB end-to-end ~1-2 us at the
-    # verbs level; NCCL adds protocol overhead, so 5 us per message is used (nccl-tests small-message times).
-    LinkSpec(name="ib-hdr", bandwidth_bytes_per_s=25e9, latency_s=5e-6, topology="network",
-             source="NVIDIA ConnectX-6 / Quantum HDR InfiniBand: 200 Gb/s per port, one port per GPU (DGX A100)"),
-    LinkSpec(name="ib-ndr", bandwidth_bytes_per_s=50e9, latency_s=5e-6, topology="network",
-             source="NVIDIA ConnectX-7 / Quantum-2 NDR InfiniBand: 400 Gb/s per port, one port per GPU (DGX H100)"),
-    LinkSpec(name="roce-200g", bandwidth_bytes_per_s=25e9, latency_s=8e-6, topology="network",
+    # Inter-node: one NIC per GPU (rail-optimised DGX/HGX designs). HDR/NDR alpha and efficiency fitted on vidur's
+    # cross-node NCCL timings (2 nodes, 1 GPU each; that cluster reached only 31 % of HDR line rate).
+    LinkSpec(name="ib-hdr", bandwidth_bytes_per_s=25e9, latency_s=4.64e-5, efficiency=0.309, topology="network",
+             source="NVIDIA ConnectX-6 / Quantum HDR InfiniBand: 200 Gb/s per port, one port per GPU (DGX A100); "
+                    "alpha, efficiency fitted on vidur a100_dgx cross-node timings"),
+    LinkSpec(name="ib-ndr", bandwidth_bytes_per_s=50e9, latency_s=1.89e-5, efficiency=0.728, topology="network",
+             source="NVIDIA ConnectX-7 / Quantum-2 NDR InfiniBand: 400 Gb/s per port, one port per GPU (DGX H100); "
+                    "alpha, efficiency fitted on vidur h100_dgx cross-node send/recv timings"),
+    LinkSpec(name="roce-200g", bandwidth_bytes_per_s=25e9, latency_s=2.5e-5, topology="network",
              source="200 GbE RoCEv2 NIC per GPU; RoCE adds a few us over IB (Ethernet switching)"),
-    LinkSpec(name="roce-400g", bandwidth_bytes_per_s=50e9, latency_s=8e-6, topology="network",
+    LinkSpec(name="roce-400g", bandwidth_bytes_per_s=50e9, latency_s=2.5e-5, topology="network",
              source="400 GbE RoCEv2 NIC per GPU (e.g. ConnectX-7 / Spectrum-X)"),
-    LinkSpec(name="ethernet-100g", bandwidth_bytes_per_s=12.5e9, latency_s=20e-6, topology="network",
+    LinkSpec(name="ethernet-100g", bandwidth_bytes_per_s=12.5e9, latency_s=5e-5, topology="network",
              source="100 GbE TCP (no RDMA), shared per node; latency of a kernel TCP round trip"),
 ]
 LINKS: dict[str, LinkSpec] = {lk.name: lk for lk in _LINKS}

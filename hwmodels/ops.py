@@ -85,6 +85,11 @@ def gemm_op(name: str, m: float, k: float, n: float, f: Formats, count: int, kin
               compute_dtype=f.gemm_dtype, placement=placement, dequant_ops=deq)
 
 
+def _coll(name: str, kind: str, nbytes: float, n: int, scope: str, count: int, placement: str = "layer") -> Op:
+    """A collective; `bytes` is the message size per GPU (nccl-tests' size), priced by the alpha-beta model."""
+    return Op(name, "collective", bytes=nbytes, count=count, placement=placement, comm=(kind, nbytes, n, scope))
+
+
 def expected_distinct(num_experts: int, top_k: int, num_tokens: int) -> float:
     """Expected experts touched by `num_tokens` tokens each routed to top_k of num_experts uniformly."""
     if num_tokens <= 0:
@@ -116,8 +121,7 @@ def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
     emb_bytes = 2 * T * h * ab * (2 if model.pos_encoding == "learned" else 1)
     ops.append(Op("embedding", "elementwise", bytes=emb_bytes, count=1, placement="first"))
     if tp > 1:
-        ops.append(Op("embedding_allreduce", "collective", count=1, placement="first",
-                      comm=("allreduce", T * h * ab, tp, "tp")))
+        ops.append(_coll("embedding_allreduce", "allreduce", T * h * ab, tp, "tp", 1, "first"))
 
     # ---- every layer ----------------------------------------------------------------------------
     ops.append(norm("input_norm", L))
@@ -127,7 +131,7 @@ def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
                       bytes=2 * T * (q_loc + kv_loc) * ab, count=L, compute_dtype="fp32"))
     ops.append(gemm_op("o_proj", T, q_loc, h, f, L))
     if tp > 1:
-        ops.append(Op("attn_allreduce", "collective", count=L, comm=("allreduce", T * h * ab, tp, "tp")))
+        ops.append(_coll("attn_allreduce", "allreduce", T * h * ab, tp, "tp", L))
     ops.append(norm("post_attn_norm", L))
     if model.is_moe:
         E, k = model.num_experts, model.top_k
@@ -136,8 +140,7 @@ def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
         ops.append(Op("router_topk", "elementwise", flops=4 * T * E, bytes=3 * T * E * 4, count=L,
                       compute_dtype="fp32"))
         if ep > 1:
-            ops.append(Op("moe_dispatch_alltoall", "collective", count=L,
-                          comm=("alltoall", T * k * h * ab, ep, "tp")))
+            ops.append(_coll("moe_dispatch_alltoall", "alltoall", T * k * h * ab, ep, "tp", L))
         i_loc = model.moe_intermediate_size * ep // tp
         assigned = T * k / ep  # token-expert pairs each EP group computes (balanced routing)
         touched = expected_distinct(E, k, num_tokens) / ep  # experts whose weights this GPU reads
@@ -147,10 +150,9 @@ def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
                       bytes=(n_up + i_loc) * assigned * ab, count=L, compute_dtype="fp32"))
         ops.append(gemm_op("experts_down", assigned, i_loc, h, f, L, kind="moe", weight_elems=touched * i_loc * h))
         if ep > 1:
-            ops.append(Op("moe_combine_alltoall", "collective", count=L,
-                          comm=("alltoall", T * k * h * ab, ep, "tp")))
+            ops.append(_coll("moe_combine_alltoall", "alltoall", T * k * h * ab, ep, "tp", L))
         if tp // ep > 1:
-            ops.append(Op("mlp_allreduce", "collective", count=L, comm=("allreduce", T * h * ab, tp // ep, "tp")))
+            ops.append(_coll("mlp_allreduce", "allreduce", T * h * ab, tp // ep, "tp", L))
     else:
         i_loc = model.intermediate_size // tp
         n_up = (2 if model.ffn_kind == "gated" else 1) * i_loc
@@ -159,13 +161,12 @@ def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
                       compute_dtype="fp32"))
         ops.append(gemm_op("mlp_down", T, i_loc, h, f, L))
         if tp > 1:
-            ops.append(Op("mlp_allreduce", "collective", count=L, comm=("allreduce", T * h * ab, tp, "tp")))
+            ops.append(_coll("mlp_allreduce", "allreduce", T * h * ab, tp, "tp", L))
 
     ops.append(norm("final_norm", 1, placement="last"))
     if pp > 1:
         # vLLM sends hidden states and the residual (IntermediateTensors) to the next stage.
-        ops.append(Op("pp_send_recv", "collective", count=1, placement="p2p",
-                      comm=("p2p", 2 * T * h * ab, 2, "pp")))
+        ops.append(_coll("pp_send_recv", "p2p", 2 * T * h * ab, 2, "pp", 1, "p2p"))
     ops += logit_ops(model, parallel, quant, num_logits)
     return ops
 
@@ -181,8 +182,7 @@ def logit_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
         # fp32 logits written instead of activation-dtype ones.
         ops.append(Op(lm.name, lm.kind, lm.flops, lm.bytes + S * v_loc * (4 - f.act_bytes), 1, quant.dtype, "last"))
         if tp > 1:
-            ops.append(Op("logits_gather", "collective", count=1, placement="last",
-                          comm=("allgather", S * model.vocab_size * 4, tp, "tp")))
+            ops.append(_coll("logits_gather", "allgather", S * model.vocab_size * 4, tp, "tp", 1, "last"))
         ops.append(Op("sampling", "sampling", flops=SAMPLING_FLOPS_PER_LOGIT * S * model.vocab_size,
                       bytes=SAMPLING_PASSES * S * model.vocab_size * 4, count=1, compute_dtype="fp32",
                       placement="last"))
