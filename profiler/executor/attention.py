@@ -7,7 +7,7 @@ decodes are attended in one batched call, each prefill chunk in its own call.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,8 @@ class AttentionBatch:
     decode_block_table: torch.Tensor | None  # [B, max_blocks] (padded with block 0)
     decode_lens: torch.Tensor | None  # [B] tokens each decode attends to (context + itself)
     block_size: int
+    decode_len_list: list[int] = field(default_factory=list)
+    decode_slots: torch.Tensor | None = None  # [Σ decode_lens] flat cache slots of every decode's context
 
     @property
     def num_decodes(self) -> int:
@@ -82,15 +84,19 @@ def build_batch(seqs: list[tuple[int, int, list[int]]], block_size: int,
                 raise ValueError("prefill segments must come before decode rows")
             prefills.append(PrefillSeg(row, num_new, ctx, torch.tensor(blocks[:nb], dtype=torch.long, device=device)))
         row += num_new
-    table = lens = None
+    table = lens = dec_slots = None
     if dec_lens:
         width = max(len(b) for b in dec_blocks)
         table = torch.tensor([b + [0] * (width - len(b)) for b in dec_blocks], dtype=torch.long, device=device)
         lens = torch.tensor(dec_lens, dtype=torch.long, device=device)
+        if torch.device(device).type == "cpu":  # the torch path's one-gather layout (vectorised)
+            offs = torch.arange(width * block_size)
+            every = (table[:, :, None] * block_size + torch.arange(block_size)).view(len(dec_lens), -1)
+            dec_slots = every[offs[None, :] < lens[:, None]]
     num_prefill_rows = sum(p.num_new for p in prefills)
     return AttentionBatch(torch.tensor(positions, dtype=torch.long, device=device),
                           torch.tensor(slots, dtype=torch.long, device=device), prefills, num_prefill_rows,
-                          table, lens, block_size)
+                          table, lens, block_size, dec_lens, dec_slots)
 
 
 def paged_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
@@ -98,15 +104,18 @@ def paged_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k
     """q [T, H, D]; k_new/v_new [T, Hkv, D] (already written to the cache); k/v_cache [NB, bs, Hkv, D].
 
     Returns o [T, H, D]. Query i of a segment with `ctx` cached tokens sees keys 0..ctx+i (causal).
+    NOTE: one SDPA call per sequence (prefill chunk or decode), so a pass costs a per-sequence
+    constant plus work proportional to its query-key pairs and KV reads — a function of the batch
+    aggregates a cost model sees. A padded batched decode is faster at uniform context lengths but
+    costs B·max(context), which no aggregate shape predicts for ragged batches.
     """
     out = torch.empty_like(q)
     hkv, d = k_cache.shape[2], k_cache.shape[3]
     for seg in batch.prefills:
         s, n, ctx = seg.start, seg.num_new, seg.ctx
-        qs = q[s:s + n].transpose(0, 1)[None]  # [1, H, n, D]
+        qs = q[s:s + n].transpose(0, 1)  # [H, n, D]
         if ctx == 0:  # whole prompt in this pass: its own K/V, plain causal attention
-            ks, vs = k_new[s:s + n], v_new[s:s + n]
-            o = F.scaled_dot_product_attention(qs, ks.transpose(0, 1)[None], vs.transpose(0, 1)[None],
+            o = F.scaled_dot_product_attention(qs, k_new[s:s + n].transpose(0, 1), v_new[s:s + n].transpose(0, 1),
                                                is_causal=True, enable_gqa=True)
         else:  # a later chunk: cached context + this chunk, read through the block table
             total = ctx + n
@@ -114,19 +123,19 @@ def paged_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k
             vs = v_cache[seg.blocks].view(-1, hkv, d)[:total]
             mask = (torch.arange(total, device=q.device)[None, :]
                     <= (ctx + torch.arange(n, device=q.device))[:, None])
-            o = F.scaled_dot_product_attention(qs, ks.transpose(0, 1)[None], vs.transpose(0, 1)[None],
-                                               attn_mask=mask, enable_gqa=True)
-        out[s:s + n] = o[0].transpose(0, 1)
+            o = F.scaled_dot_product_attention(qs, ks.transpose(0, 1), vs.transpose(0, 1), attn_mask=mask,
+                                               enable_gqa=True)
+        out[s:s + n] = o.transpose(0, 1)
     if batch.decode_lens is not None:
         r0 = batch.num_prefill_rows
-        table, lens = batch.decode_block_table, batch.decode_lens
-        b, width = table.shape
-        ks = k_cache[table].view(b, width * batch.block_size, hkv, d).transpose(1, 2)  # [B, Hkv, S, D]
-        vs = v_cache[table].view(b, width * batch.block_size, hkv, d).transpose(1, 2)
-        mask = torch.arange(width * batch.block_size, device=q.device)[None, :] < lens[:, None]
-        o = F.scaled_dot_product_attention(q[r0:].unsqueeze(2), ks, vs, attn_mask=mask[:, None, None, :],
-                                           enable_gqa=True)  # [B, H, 1, D]
-        out[r0:] = o[:, :, 0]
+        k_flat, v_flat = k_cache.view(-1, hkv, d), v_cache.view(-1, hkv, d)
+        slots = batch.decode_slots  # every decode's context, back to back: one gather for all
+        ks, vs = k_flat[slots].transpose(0, 1), v_flat[slots].transpose(0, 1)  # [Hkv, Σctx, D]
+        o0 = 0
+        for i, length in enumerate(batch.decode_len_list):
+            out[r0 + i] = F.scaled_dot_product_attention(q[r0 + i][:, None, :], ks[:, o0:o0 + length],
+                                                         vs[:, o0:o0 + length], enable_gqa=True)[:, 0]
+            o0 += length
     return out
 
 

@@ -24,8 +24,10 @@ import torch
 
 from hwmodels.shapes import BatchShape
 from policies.core import ReplicaCore
+from policies.kv import make_kv_manager
 from policies.plan import BatchPlan
 from policies.request import Request
+from policies.schedulers import make_scheduler
 from profiler.executor.attention import PagedKVCache, build_batch
 from profiler.executor.model import LlamaModel
 
@@ -97,14 +99,37 @@ class ExecutorResult:
     requests: pd.DataFrame
     steps: pd.DataFrame
     output_tokens: dict[int, list[int]]
+    itl_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # inter-token gaps, as core.itl_s records
     token_times_s: dict[int, list[float]] = field(default_factory=dict)  # end of the pass that emitted each token
     plans: list[dict[int, int]] = field(default_factory=list)  # request id -> tokens, per pass
     wall_s: float = 0.0
 
 
+TRACE_BLOCK_TOKENS = 512  # Mooncake: one prefix hash id per 512 prompt tokens (shared/traces/README.md)
+
+
 def prompt_tokens(req: Request, vocab_size: int, seed: int) -> list[int]:
-    """Deterministic prompt token ids of a request (its own RNG stream: same seed and id, same prompt)."""
-    return np.random.default_rng([seed, req.id]).integers(0, vocab_size, req.prompt_len).tolist()
+    """Deterministic prompt token ids: the part covered by trace prefix ids (`hash_ids`, 512 tokens
+    each) comes from one RNG stream per id, so requests sharing a prefix share its tokens (and a prefix
+    cache's KV is valid for them); the rest from the request's own stream."""
+    out: list[int] = []
+    for h in req.hash_ids or ():
+        if len(out) >= req.prompt_len:
+            break
+        out.extend(np.random.default_rng([seed, 1, int(h)]).integers(0, vocab_size, TRACE_BLOCK_TOKENS).tolist())
+    out = out[:req.prompt_len]
+    rest = req.prompt_len - len(out)
+    if rest:
+        out.extend(np.random.default_rng([seed, 0, req.id]).integers(0, vocab_size, rest).tolist())
+    return out
+
+
+def make_core(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int) -> ReplicaCore:
+    """The ReplicaCore the simulator builds for one replica: the same policy factories, nothing else."""
+    kv = make_kv_manager(kv_cfg, num_blocks, max_model_len)
+    core = ReplicaCore(make_scheduler(scheduler_cfg), kv, max_model_len, 0, 0)
+    core.itl_s = []
+    return core
 
 
 class Executor:
@@ -121,6 +146,8 @@ class Executor:
         dims = model.dims
         self.cache = PagedKVCache(dims.num_layers, kv.num_blocks, kv.block_size, dims.num_kv_heads, dims.head_dim,
                                   dtype=model.dtype, device=model.device)
+        if core.itl_s is None:
+            core.itl_s = []
         self.tokens: dict[int, list[int]] = {}
         self.token_times_s: dict[int, list[float]] = {}
 
@@ -178,14 +205,19 @@ class Executor:
         i, n = 0, len(pending)
         wall0 = time.perf_counter()
         clock.start()
-        while i < n or core.has_work():
-            now = clock.now()
-            while i < n and pending[i].arrival_s <= now:
-                r = pending[i]
+        def admit(now: float) -> int:  # queue everything that has arrived by `now`
+            j = i
+            while j < n and pending[j].arrival_s <= now:
+                r = pending[j]
                 if core.add(r):
                     self.tokens[r.id] = prompt_tokens(r, vocab, self.seed)
                     self.token_times_s[r.id] = []
-                i += 1
+                j += 1
+            return j
+
+        while i < n or core.has_work():
+            now = clock.now()
+            i = admit(now)
             plan = core.next_plan(now) if core.has_work() else None
             if plan is None:
                 if i >= n:
@@ -199,18 +231,19 @@ class Executor:
                 self.token_times_s[r.id].append(end)
             if self.record_plans:
                 plans.append(plan.as_dict())
-            steps.append(self._step_row(plan, now, end))
             core.complete(plan, end)
+            i = admit(end)  # arrivals during the pass were queued meanwhile; they wait for the next pass
+            steps.append(self._step_row(plan, now, end))
         wall_s = time.perf_counter() - wall0
         outputs = {r.id: self.tokens[r.id][r.prompt_len:] for r in pending if r.id in self.tokens}
         return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs,
-                              dict(self.token_times_s), plans, wall_s)
+                              np.asarray(core.itl_s, dtype=np.float64), dict(self.token_times_s), plans, wall_s)
 
     def _step_row(self, plan: BatchPlan, start: float, end: float) -> tuple:
+        """One `steps` row, taken after `core.complete` (as the simulator records it)."""
         core, kv, s = self.core, self.core.kv, plan.shape
-        kv_tokens = sum(r.num_computed + n for r, n in zip(plan.reqs, plan.num_tokens))
         return (core.replica_id, start, end, s.num_seqs, s.num_tokens, s.num_prefill_tokens, s.num_decode_tokens,
-                kv.num_used_blocks, kv.num_free_blocks, kv_tokens, len(core.waiting), len(core.running),
+                kv.num_used_blocks, kv.num_free_blocks, core.num_kv_tokens, len(core.waiting), len(core.running),
                 len(plan.preempted))
 
 
