@@ -214,6 +214,47 @@ def build_deployments(outcomes: list[LayoutOutcome], plan: PlanConfig, mean_outp
     return rows, dropped
 
 
+def deployment_config(base: Config, d: Deployment, num_requests: int) -> Config:
+    """`base` with d's layout and replicas, running `num_requests` requests at d.operating_qps on average."""
+    from simulator.workload import build_workload
+
+    cfg = d.candidate.to_config(base, replicas=d.replicas)
+    data = cfg.model_dump(mode="python")
+    wl = data["workload"]
+    if wl["kind"] == "synthetic":
+        wl["num_requests"] = num_requests
+        wl["arrival"] = {**wl["arrival"], "rate_per_s": d.operating_qps}
+    else:  # rate_scale relative to the native rate of exactly these requests
+        wl["num_requests"] = num_requests
+        wl["rate_scale"] = 1.0
+        t = np.asarray(build_workload(Config.model_validate(data).workload, base.simulation.seed).arrival_s)
+        span = float(t.max() - t.min()) if len(t) > 1 else 0.0
+        wl["rate_scale"] = d.operating_qps / ((len(t) - 1) / span) if span > 0 else 1.0
+    return Config.model_validate(data)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The recommended deployment simulated whole (all replicas, the router) at its operating rate."""
+
+    num_requests: int
+    slo_met: bool
+    ttft_s: float  # at the SLO percentile
+    tpot_s: float
+    attainment: float
+
+
+def verify(base: Config, d: Deployment, num_requests: int) -> Verification:
+    """Checks the replicas x capacity assumption on the real router with one cluster-wide simulation."""
+    from simulator.simulate import simulate
+
+    cfg = deployment_config(base, d, num_requests)
+    res = simulate(cfg)
+    ttft, tpot, e2e = per_request_latencies(res.requests)
+    p_ttft, p_tpot, _, att, violated = slo_metrics(ttft, tpot, e2e, cfg.slo)
+    return Verification(len(res.requests), not violated, p_ttft, p_tpot, att)
+
+
 # ---- the whole search ---------------------------------------------------------------------------
 
 @dataclass
@@ -229,25 +270,20 @@ class PlanResult:
     native_rate_per_s: float
     wall_s: float
     notes: list[str] = field(default_factory=list)
-    answer: str = ""  # the one-line recommendation, or why there is none
+    answer: str = ""
+    verification: Verification | None = None  # the one-line recommendation, or why there is none
 
     @property
     def best(self) -> Deployment | None:
         return self.deployments[0] if self.deployments else None
 
     def recommended_config(self) -> Config | None:
-        """The scenario `llmsim simulate --config` would run for the recommendation, at its operating rate."""
+        """The scenario `llmsim simulate --config` would run for the recommendation: the whole deployment
+        at its operating rate, on the first (requests per probe x replicas) requests of the workload."""
         d = self.best
         if d is None:
             return None
-        cfg = d.candidate.to_config(self.plan.base, replicas=d.replicas)
-        data = cfg.model_dump(mode="python")
-        wl = data["workload"]
-        if wl["kind"] == "synthetic":
-            wl["arrival"] = {**wl["arrival"], "rate_per_s": d.operating_qps}
-        else:  # the probes' first-N requests ran at native_rate x scale; keep that scale
-            wl["rate_scale"] = wl.get("rate_scale", 1.0) * d.operating_qps / self.native_rate_per_s
-        return Config.model_validate(data)
+        return deployment_config(self.plan.base, d, self.num_requests_per_probe * d.replicas)
 
     def to_json(self) -> dict[str, Any]:
         best = self.best
@@ -264,6 +300,10 @@ class PlanResult:
             "num_requests_per_probe": self.num_requests_per_probe,
             "target_qps": self.plan.target_qps,
             "slo": self.plan.base.slo.model_dump(),
+            "verification": None if self.verification is None else {
+                "num_requests": self.verification.num_requests, "slo_met": self.verification.slo_met,
+                "ttft_s": self.verification.ttft_s, "tpot_s": self.verification.tpot_s,
+                "attainment": self.verification.attainment},
             "notes": list(self.notes),
             "wall_s": self.wall_s,
         }
@@ -309,7 +349,7 @@ def explain(res: PlanResult) -> str:
 
 def plan_serve(plan: PlanConfig, *, backend: str = "local", workers: int | None = None,
                ray_address: str | None = None, on_progress: Progress | None = None,
-               on_start: Callable[[int], None] | None = None,
+               on_start: Callable[[int], None] | None = None, verify_best: bool = True,
                evaluate: Callable[[EvalTask], LayoutOutcome] = evaluate_layout) -> PlanResult:
     """Answer "what should I deploy for this model, traffic and SLOs, and what will it cost?"."""
     t0 = time.perf_counter()
@@ -363,8 +403,16 @@ def plan_serve(plan: PlanConfig, *, backend: str = "local", workers: int | None 
         notes.append(f"some layouts met the SLOs at max_rate_per_s={plan.search.max_rate_per_s:g}: "
                      f"their capacity is a lower bound")
     res = PlanResult(plan, deployments, pruned, examples, outcomes, len(cands), len(inp), mean_out,
-                     pw.native_rate_per_s, time.perf_counter() - t0, notes)
+                     pw.native_rate_per_s, 0.0, notes)
+    if verify_best and res.best is not None:
+        v = res.verification = verify(plan.base, res.best, len(inp) * res.best.replicas)
+        q = slo.percentile
+        notes.append(f"verification: the recommended deployment simulated whole ({v.num_requests} requests at "
+                     f"{res.best.operating_qps:.3g} req/s through the {plan.base.router.kind} router) "
+                     + ("meets" if v.slo_met else "MISSES") + f" the SLOs: p{q:g} TTFT {v.ttft_s:.3g} s, "
+                     f"TPOT {v.tpot_s:.3g} s, attainment {v.attainment:.1%}")
     res.answer = _answer(res, slo)
+    res.wall_s = time.perf_counter() - t0
     return res
 
 
