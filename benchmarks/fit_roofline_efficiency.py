@@ -108,20 +108,28 @@ def load_link_rows(profiles: Path, sources: list) -> pd.DataFrame:
 
 
 def predict_link(rows: pd.DataFrame, bw: float, alpha_s: float, eff: float) -> np.ndarray:
-    """Ring all-reduce 2(n-1)a + 2(n-1)/n S/(eff B); send/recv a + S/(eff B) (hwmodels.collectives)."""
+    """All-reduce 2·log2(n)·a + 2(n-1)/n·S/(eff·B); send/recv a + S/(eff·B) (hwmodels.collectives)."""
     n, S = rows["n"].to_numpy(), rows["bytes"].to_numpy()
     ar = rows["collective"].to_numpy() == "all_reduce"
-    return np.where(ar, 2 * (n - 1) * alpha_s + 2 * (n - 1) / n * S / (eff * bw), alpha_s + S / (eff * bw))
+    return np.where(ar, 2 * np.ceil(np.log2(n)) * alpha_s + 2 * (n - 1) / n * S / (eff * bw),
+                    alpha_s + S / (eff * bw))
 
 
 def fit_link(rows: pd.DataFrame, bw: float) -> tuple[float, float]:
+    """Fit on all-reduce rows when there are any (TP's collective, every layer), else on send/recv rows; each
+    power-of-two message-size bucket weighted equally (decode's messages are small, most rows are large)."""
+    if (rows["collective"] == "all_reduce").any():
+        rows = rows[rows["collective"] == "all_reduce"]
     meas = rows["seconds"].to_numpy()
+    _, inv, counts = np.unique(np.floor(np.log2(rows["bytes"].to_numpy())), return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inv]
+    w /= w.sum()
 
     def loss(x: np.ndarray) -> float:
         alpha_us, eff = x
         if not (0 <= alpha_us < 100 and 0.01 < eff <= 1.0):
             return 1e9
-        return float(np.mean(np.abs(np.log(predict_link(rows, bw, alpha_us * 1e-6, eff) / meas))))
+        return float(np.sum(w * np.abs(np.log(predict_link(rows, bw, alpha_us * 1e-6, eff) / meas))))
 
     res = minimize(loss, np.array([2.0, 0.7]), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7})
     return res.x[0] * 1e-6, res.x[1]
@@ -139,6 +147,9 @@ def main() -> None:
             s = rows[rows["collective"] == coll]
             if len(s):
                 report(s, predict_link(s, bw, alpha, eff), f"  {coll}")
+                small = s[s["bytes"] <= 1e6]
+                if len(small):
+                    report(small, predict_link(small, bw, alpha, eff), f"  {coll} <= 1 MB")
     for gpu_dir, gpu_name in GPU_OF.items():
         gpu = get_gpu(gpu_name)
         peak, bw = gpu.peak_flops("fp16"), gpu.hbm_bytes_per_s

@@ -23,11 +23,12 @@ _FALLBACK = {"fp8": "bf16", "int8": "fp16", "bf16": "fp16", "fp16": "bf16", "tf3
 
 # Alpha and bandwidth efficiency of NVLink3/4 and IB HDR/NDR were fitted on Vidur's NCCL timings
 # (/work/shared/profiles/vidur/network/{a100_dgx,h100_dgx}/{all_reduce,send_recv}.csv) by
-# `python benchmarks/fit_roofline_efficiency.py` (ring all-reduce and send/recv alpha-beta formulas of
-# hwmodels.collectives; median error: NVLink3 all-reduce 15 %, send/recv 36 %; NVLink4 20 % / 3 %; IB-HDR
-# 21 % / 2 %; IB-NDR send/recv 2 %). Links without measurements use the mean NVLink efficiency below and
-# a datasheet-level latency.
-_LINK_EFF_DEFAULT = (0.604 + 0.765) / 2
+# `python benchmarks/fit_roofline_efficiency.py`, with the formulas of hwmodels.collectives, on all-reduce rows
+# where there are any (else send/recv), each power-of-two message size weighted equally. Median |error| on
+# all-reduce: NVLink3 9.9 % (messages <= 1 MB: 56 %, the small-message timings are noisy), NVLink4 8.9 % (35 %),
+# IB-HDR 0.7 %; send/recv: NVLink3 47 %, NVLink4 3.7 %, IB-HDR 31 %, IB-NDR 1.3 %. Links without measurements
+# use the mean NVLink efficiency below.
+_LINK_EFF_DEFAULT = (0.532 + 0.765) / 2
 
 
 class LinkSpec(BaseModel):
@@ -161,15 +162,15 @@ GPUS: dict[str, GPUSpec] = {g.name: g for g in _GPUS}
 _LINKS: list[LinkSpec] = [
     # NVLink: datasheet totals are bidirectional per GPU; per direction is half. Latency: NCCL's per-step
     # latency over NVLink is ~1 us (NCCL tuning constants, src/graph/tuning.cc, LL/Simple base latencies).
-    LinkSpec(name="nvlink3", bandwidth_bytes_per_s=300e9, latency_s=7.72e-6, efficiency=0.604, topology="switch",
+    LinkSpec(name="nvlink3", bandwidth_bytes_per_s=300e9, latency_s=9.82e-6, efficiency=0.532, topology="switch",
              source="A100 datasheet: 600 GB/s NVLink (12 links x 25 GB/s/dir) via NVSwitch (DGX/HGX A100); "
                     "alpha, efficiency fitted on vidur a100_dgx NCCL timings"),
-    LinkSpec(name="nvlink4", bandwidth_bytes_per_s=450e9, latency_s=4.14e-6, efficiency=0.765, topology="switch",
+    LinkSpec(name="nvlink4", bandwidth_bytes_per_s=450e9, latency_s=6.44e-6, efficiency=0.765, topology="switch",
              source="H100 SXM datasheet: 900 GB/s NVLink (18 links x 25 GB/s/dir) via NVSwitch (DGX/HGX H100/H200); "
                     "alpha, efficiency fitted on vidur h100_dgx NCCL timings"),
-    LinkSpec(name="nvlink5", bandwidth_bytes_per_s=900e9, latency_s=4.14e-6, efficiency=0.765, topology="switch",
+    LinkSpec(name="nvlink5", bandwidth_bytes_per_s=900e9, latency_s=6.44e-6, efficiency=0.765, topology="switch",
              source="HGX B200 spec: 1.8 TB/s NVLink 5 per GPU via NVSwitch; alpha and efficiency assumed as NVLink4"),
-    LinkSpec(name="nvlink-bridge-a100", bandwidth_bytes_per_s=300e9, latency_s=7.72e-6, efficiency=0.604,
+    LinkSpec(name="nvlink-bridge-a100", bandwidth_bytes_per_s=300e9, latency_s=9.82e-6, efficiency=0.532,
              topology="point-to-point",
              source="A100 PCIe datasheet: NVLink bridge for 2 GPUs, 600 GB/s bidirectional"),
     LinkSpec(name="infinity-fabric", bandwidth_bytes_per_s=448e9, latency_s=5e-6, topology="point-to-point",
@@ -181,11 +182,11 @@ _LINKS: list[LinkSpec] = [
     LinkSpec(name="pcie-gen5", bandwidth_bytes_per_s=63e9, latency_s=8e-6, topology="switch",
              source="PCI-SIG PCIe 5.0: 32 GT/s x16 = 63 GB/s per direction"),
     # Inter-node: one NIC per GPU (rail-optimised DGX/HGX designs). HDR/NDR alpha and efficiency fitted on vidur's
-    # cross-node NCCL timings (2 nodes, 1 GPU each; that cluster reached only 31 % of HDR line rate).
-    LinkSpec(name="ib-hdr", bandwidth_bytes_per_s=25e9, latency_s=4.64e-5, efficiency=0.309, topology="network",
+    # cross-node NCCL timings (2 nodes, 1 GPU each; that cluster reached only 24 % of HDR line rate).
+    LinkSpec(name="ib-hdr", bandwidth_bytes_per_s=25e9, latency_s=2.71e-5, efficiency=0.235, topology="network",
              source="NVIDIA ConnectX-6 / Quantum HDR InfiniBand: 200 Gb/s per port, one port per GPU (DGX A100); "
                     "alpha, efficiency fitted on vidur a100_dgx cross-node timings"),
-    LinkSpec(name="ib-ndr", bandwidth_bytes_per_s=50e9, latency_s=1.89e-5, efficiency=0.728, topology="network",
+    LinkSpec(name="ib-ndr", bandwidth_bytes_per_s=50e9, latency_s=1.81e-5, efficiency=0.724, topology="network",
              source="NVIDIA ConnectX-7 / Quantum-2 NDR InfiniBand: 400 Gb/s per port, one port per GPU (DGX H100); "
                     "alpha, efficiency fitted on vidur h100_dgx cross-node send/recv timings"),
     LinkSpec(name="roce-200g", bandwidth_bytes_per_s=25e9, latency_s=2.5e-5, topology="network",
