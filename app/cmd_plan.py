@@ -165,7 +165,7 @@ def serve(
     workers: Optional[int] = typer.Option(None, help="local worker processes (default: all cores)"),
     serial: bool = typer.Option(False, "--serial", help="run in this process (no pool)"),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address, or 'local' to start one"),
-    pareto: Optional[Path] = typer.Option(Path("plan-pareto.html"), "--pareto", help="write the Pareto plot here"),
+    pareto: str = typer.Option("plan-pareto.html", "--pareto", help="write the Pareto plot (HTML) here; '' = don't"),
     emit_config: Optional[Path] = typer.Option(None, "--emit-config",
                                                help="write the recommended scenario (llmsim simulate --config)"),
     top: int = typer.Option(15, help="rows of the table to print"),
@@ -186,26 +186,35 @@ def serve(
     pc = build_plan_config(config, lists, {**base_flags, **extra}, plan_flags)
     backend = "serial" if serial else "ray" if ray else "local"
     res = _run(plan_serve, pc, backend, workers, ray, show=not as_json and sys.stderr.isatty())
-    if pareto is not None and str(pareto) and res.outcomes:
+    wrote_pareto = bool(pareto) and bool(res.outcomes)
+    if wrote_pareto:
         from simulator.planner.report import pareto_figure
-        pareto_figure(res).write_html(str(pareto), include_plotlyjs="cdn")
+        _write("--pareto", pareto, lambda p: pareto_figure(res).write_html(p, include_plotlyjs="cdn"))
     if emit_config is not None:
         cfg = res.recommended_config()
         if cfg is None:
             raise UserError(f"--emit-config {emit_config}: nothing to write, {res.answer}")
         import yaml
-        emit_config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        _write("--emit-config", str(emit_config), lambda p: Path(p).write_text(text))
     if as_json:
         out = res.to_json()
-        out["pareto_html"] = str(pareto) if pareto is not None and str(pareto) and res.outcomes else None
+        out["pareto_html"] = pareto if wrote_pareto else None
         out["emitted_config"] = str(emit_config) if emit_config else None
         typer.echo(json.dumps(_finite(out), indent=2, default=str))
         return
     print_result(res, top)
-    if pareto is not None and str(pareto) and res.outcomes:
+    if wrote_pareto:
         typer.echo(f"Pareto plot: {pareto}")
     if emit_config is not None:
         typer.echo(f"config written to {emit_config}: llmsim simulate --config {emit_config}")
+
+
+def _write(flag: str, path: str, write: Callable[[str], Any]) -> None:
+    try:
+        write(path)
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _finite(x: Any) -> Any:

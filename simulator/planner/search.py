@@ -438,8 +438,19 @@ def _answer(res: PlanResult, slo: SLOConfig) -> str:
         return (f"no configuration meets {_slo_text(slo)} even at {res.plan.search.min_rate_per_s:g} req/s "
                 f"({len(res.outcomes)} simulated, the rest pruned){tail}: relax the SLOs or add faster GPUs")
     if res.plan.target_qps is not None:
-        most = max(o.capacity.max_rate_per_s * (res.plan.max_gpus or o.candidate.gpus_per_replica)
-                   // o.candidate.gpus_per_replica for o in res.outcomes)
-        return (f"no configuration reaches {res.plan.target_qps:g} req/s within max_gpus={res.plan.max_gpus} / the "
-                f"budget; the most any layout sustains there is {most:.3g} req/s")
+        def most(o: LayoutOutcome) -> float:
+            c = o.candidate
+            r = math.inf
+            if res.plan.max_gpus is not None:
+                r = res.plan.max_gpus // c.gpus_per_replica
+            if res.plan.budget_usd_per_hour is not None:
+                r = min(r, res.plan.budget_usd_per_hour // (c.gpus_per_replica * o.survivor.usd_per_gpu_hour))
+            return o.capacity.max_rate_per_s * r
+        top = max(res.outcomes, key=most)
+        bounds = " and ".join(b for b in (f"max_gpus={res.plan.max_gpus}" if res.plan.max_gpus else "",
+                                           f"${res.plan.budget_usd_per_hour:g}/h" if res.plan.budget_usd_per_hour
+                                           else "") if b)
+        return (f"no configuration reaches {res.plan.target_qps:g} req/s within {bounds}: the most is "
+                f"{most(top):.3g} req/s ({top.candidate.label()}, {top.capacity.max_rate_per_s:.3g} req/s per "
+                f"replica); raise --max-gpus / the budget or relax the SLOs")
     return "no configuration fits the GPU and budget bounds"
