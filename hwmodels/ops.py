@@ -9,7 +9,8 @@ NOTE (placement): the embedding runs on the first pipeline stage, the final norm
 sampling on the last; layers are split evenly. The LM head only runs on the sampled (last) token of
 each sequence. Norms, RoPE and residual adds are replicated on every TP rank.
 NOTE (attention): prefill and decode tokens of one batch run as one fused varlen kernel (vLLM v1
-FlashAttention), priced as one roofline op over all query-key pairs and KV reads.
+FlashAttention), priced as one roofline op over all query-key pairs and KV reads (`attention_op`);
+the breakdown lists its prefill and decode parts (`attention_ops`) with their own FLOPs and bytes.
 """
 from __future__ import annotations
 
@@ -212,9 +213,22 @@ def attention_op(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig,
               count=model.num_layers // parallel.pp, compute_dtype=quant.dtype)
 
 
+def attention_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, shape: BatchShape) -> list[Op]:
+    """The prefill and decode parts of `attention_op` (those present), for the breakdown."""
+    fp, bkv, bt = attention_coeffs(model, parallel, quant)
+    L = model.num_layers // parallel.pp
+    dec_pairs, dec_kv = shape.decode_attn_pairs, shape.decode_kv_read_tokens
+    parts = (("attention_prefill", shape.attn_pairs - dec_pairs, shape.kv_read_tokens - dec_kv,
+              shape.num_prefill_tokens),
+             ("attention_decode", dec_pairs, dec_kv, shape.num_decode_tokens))
+    return [Op(name, "attention", flops=fp * pairs, bytes=bkv * kv + bt * tokens, count=L, compute_dtype=quant.dtype)
+            for name, pairs, kv, tokens in parts if tokens > 0]
+
+
 def ops_for(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, shape: BatchShape) -> list[Op]:
-    """All operators of one forward pass of `shape` on one GPU (per call; multiply by `count`)."""
+    """All operators of one forward pass of `shape` on one GPU (per call; multiply by `count`); attention is
+    listed as its prefill and decode parts (priced together as one fused kernel, see `attention_op`)."""
     ops = token_ops(model, parallel, quant, shape.num_tokens, shape.num_logits)
     i = next(j for j, op in enumerate(ops) if op.name == "o_proj")
-    ops.insert(i, attention_op(model, parallel, quant, shape))
+    ops[i:i] = attention_ops(model, parallel, quant, shape)
     return ops

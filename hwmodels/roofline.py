@@ -16,7 +16,7 @@ from hwmodels.cost import OpCost, StepCost
 from hwmodels.hardware import GPUSpec, LinkSpec, inter_link, intra_link
 from hwmodels.layout import check_layout
 from hwmodels.models import ModelSpec
-from hwmodels.ops import Op, attention_coeffs, logit_ops, ops_for, token_ops
+from hwmodels.ops import Op, attention_coeffs, attention_op, logit_ops, ops_for, token_ops
 from hwmodels.shapes import BatchShape
 
 
@@ -165,12 +165,22 @@ class RooflineCostModel:
         pp = self.parallel.pp
         ops: list[OpCost] = []
         total = 0.0
-        for op in ops_for(self.model, self.parallel, self.quant, shape):
+        ops_list = ops_for(self.model, self.parallel, self.quant, shape)
+        # Attention parts share one fused kernel: its time, split in proportion to each part's standalone time.
+        fused = self.op_seconds(attention_op(self.model, self.parallel, self.quant, shape))
+        parts = {op.name: self.op_seconds(op) for op in ops_list if op.kind == "attention"}
+        norm = sum(parts.values()) or 1.0
+        fitted = self.eff.source.startswith("fit")
+        for op in ops_list:
             # count over the whole pass: layer ops run on every stage, p2p on pp-1 hops.
             n = op.count * (pp if op.placement == "layer" else (pp - 1 if op.placement == "p2p" else 1))
-            s = self.op_seconds(op) * n
+            if op.kind == "attention":
+                s = fused * parts[op.name] / norm * n
+                src = "roofline (fused attention kernel, split by part)"
+            else:
+                s = self.op_seconds(op) * n
+                src = "alpha-beta" if op.comm else ("roofline (fitted efficiency)" if fitted
+                                                    else "roofline (mean efficiency)")
             total += s
-            src = "alpha-beta" if op.comm else ("roofline (fitted efficiency)" if self.eff.source.startswith("fit")
-                                                else "roofline (mean efficiency)")
             ops.append(OpCost(op.name, op.kind, s, flops=op.flops * n, bytes=op.bytes * n, count=n, source=src))
         return StepCost(total_s=total, stage_s=self.stage_seconds(shape), ops=tuple(ops))

@@ -21,6 +21,8 @@ class BatchShape:
     num_logits: int = 0  # sequences whose last new token is sampled (LM-head rows)
     attn_pairs: int = 0  # Σ new_i·ctx_i + new_i·(new_i+1)/2: causal query-key pairs
     kv_read_tokens: int = 0  # Σ (ctx_i + new_i): KV entries attention reads
+    decode_attn_pairs: int = 0  # the part of attn_pairs from decode sequences
+    decode_kv_read_tokens: int = 0  # the part of kv_read_tokens from decode sequences
 
     def add(self, new: int, ctx: int, decode: bool, samples: bool, window: int = 0) -> None:
         """Add one sequence with `new` tokens on top of `ctx` cached tokens (window > 0: sliding)."""
@@ -35,15 +37,19 @@ class BatchShape:
             self.num_logits += 1
         if window and ctx + new > window:
             # NOTE: each query sees at most `window` keys; approximate the ragged edge by capping.
-            self.attn_pairs += new * window
-            self.kv_read_tokens += window
+            pairs, kv = new * window, window
         else:
-            self.attn_pairs += new * ctx + new * (new + 1) // 2
-            self.kv_read_tokens += ctx + new
+            pairs, kv = new * ctx + new * (new + 1) // 2, ctx + new
+        self.attn_pairs += pairs
+        self.kv_read_tokens += kv
+        if decode:
+            self.decode_attn_pairs += pairs
+            self.decode_kv_read_tokens += kv
 
     def key(self) -> tuple[int, ...]:
         return (self.num_seqs, self.num_tokens, self.num_prefill_tokens, self.num_decode_tokens,
-                self.num_prefill_seqs, self.num_logits, self.attn_pairs, self.kv_read_tokens)
+                self.num_prefill_seqs, self.num_logits, self.attn_pairs, self.kv_read_tokens,
+                self.decode_attn_pairs, self.decode_kv_read_tokens)
 
     @classmethod
     def from_seqs(cls, seqs: Iterable[tuple[int, int]], window: int = 0) -> "BatchShape":

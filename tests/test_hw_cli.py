@@ -51,7 +51,7 @@ def test_issue_acceptance_cost_json():
     for o in d["ops"]:
         assert set(o) >= {"name", "seconds", "flops", "bytes"}
     names = [o["name"] for o in d["ops"]]
-    assert {"qkv_proj", "attention", "mlp_up", "lm_head", "sampling"} <= set(names)
+    assert {"qkv_proj", "attention_decode", "mlp_up", "lm_head", "sampling"} <= set(names)
     assert d["memory"]["num_kv_blocks"] > 0
 
 

@@ -62,7 +62,7 @@ def test_flops_and_weights_shard_by_tp():
     s = shape((1024, 0), (1, 2000))
     one = {o.name: o for o in cm("llama-2-70b", "h100-sxm", tp=1).step_cost(s).ops}
     four = {o.name: o for o in cm("llama-2-70b", "h100-sxm", tp=4).step_cost(s).ops}
-    for name in ("qkv_proj", "o_proj", "mlp_up", "mlp_down", "attention", "lm_head"):
+    for name in ("qkv_proj", "o_proj", "mlp_up", "mlp_down", "attention_prefill", "attention_decode", "lm_head"):
         assert four[name].flops == pytest.approx(one[name].flops / 4, rel=1e-6), name
     assert "attn_allreduce" in four and "mlp_allreduce" in four and "attn_allreduce" not in one
     assert four["attn_allreduce"].count == 80
@@ -211,8 +211,8 @@ def test_quantization_changes_bytes_and_rates():
     assert awq.stage_seconds(s_dec) < fp8.stage_seconds(s_dec) < bf.stage_seconds(s_dec)
     # W8A8 fp8 runs at twice the bf16 tensor rate; weight-only int4 computes at bf16 and pays dequantisation
     assert fp8.stage_seconds(s_pre) < bf.stage_seconds(s_pre) < awq.stage_seconds(s_pre)
-    a_bf = next(o for o in bf.step_cost(s_dec).ops if o.name == "attention")
-    a_k8 = next(o for o in kv8.step_cost(s_dec).ops if o.name == "attention")
+    a_bf = next(o for o in bf.step_cost(s_dec).ops if o.name == "attention_decode")
+    a_k8 = next(o for o in kv8.step_cost(s_dec).ops if o.name == "attention_decode")
     assert a_k8.bytes < 0.55 * a_bf.bytes
     assert Formats.of(QuantConfig(weight_dtype="int8")).gemm_dtype == "int8"  # W8A8
     assert Formats.of(QuantConfig(weight_dtype="int8", weight_method="gptq")).gemm_dtype == "bf16"  # W8A16
@@ -331,3 +331,17 @@ def test_build_cost_model():
     except ModuleNotFoundError:
         with pytest.raises(UserError, match="hwmodels.profiled"):
             build_cost_model(m, g, ParallelConfig(), BF16, HardwareConfig(), ProfiledCostConfig(profile="x.parquet"))
+
+
+def test_attention_split_into_prefill_and_decode_parts():
+    m = get_model("llama-3-8b")
+    s = shape((512, 1024), (1, 3000), (1, 100))
+    ops = {o.name: o for o in cm("llama-3-8b", "h100-sxm").step_cost(s).ops}
+    L, heads, hd = m.num_layers, m.num_heads, m.head_dim
+    assert ops["attention_prefill"].flops == 4 * hd * heads * L * (512 * 1024 + 512 * 513 // 2)
+    assert ops["attention_decode"].flops == 4 * hd * heads * L * (3001 + 101)
+    kv_entry = 2 * m.num_kv_heads * hd * 2
+    # read K,V of every entry; per new token read q, write o (2·heads·hd·2) and write its own K,V
+    assert ops["attention_decode"].bytes == L * (kv_entry * (3001 + 101) + 2 * (2 * heads * hd * 2 + kv_entry))
+    pure = {o.name for o in cm("llama-3-8b", "h100-sxm").step_cost(shape((1, 50))).ops}
+    assert "attention_decode" in pure and "attention_prefill" not in pure
