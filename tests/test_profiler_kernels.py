@@ -111,6 +111,8 @@ def test_paged_decode_attention(dtype, num_splits):
     out = attn.paged_decode_attention(q, k_cache, v_cache, block_table, context, num_splits=num_splits)
     ref = attn.paged_decode_attention_ref(q, k_cache, v_cache, block_table, context)
     assert rel_error(out, ref) < TOLERANCE[dtype]
+    batched = attn.paged_decode_attention_torch(q, k_cache, v_cache, block_table, context)
+    assert rel_error(batched, ref) < TOLERANCE[dtype]
 
 
 def test_paged_decode_equals_contiguous_prefill_attention():

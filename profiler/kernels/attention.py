@@ -133,14 +133,17 @@ def flash_attention_varlen_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         lq, lk = qs.shape[1], ks.shape[1]
         if lq == 0:
             continue
-        mask = None
-        if causal:
+        if causal and lq == lk:  # a whole prompt: SDPA's own causal path (what the torch executor runs)
+            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=sm_scale)
+        elif causal:
             i = torch.arange(lq, device=q.device)[:, None]
             j = torch.arange(lk, device=q.device)[None, :]
             mask = j <= i + (lk - lq)
-        o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=sm_scale)
-        if mask is not None:  # rows with no visible key: SDPA gives NaN, the kernel gives 0
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=sm_scale)
+            # rows with no visible key (only when lq > lk): SDPA gives NaN, the kernel gives 0
             o = torch.where(mask.any(-1)[None, :, None], o, torch.zeros_like(o))
+        else:
+            o = F.scaled_dot_product_attention(qs, ks, vs, scale=sm_scale)
         out[cq[b]:cq[b + 1]] = o.transpose(0, 1)
     return out
 
@@ -281,6 +284,22 @@ def paged_decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: 
         o = F.scaled_dot_product_attention(q[b][:, None, :], ks, vs, scale=sm_scale)  # [Hq, 1, D]
         out[b] = o[:, 0, :]
     return out
+
+
+def paged_decode_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                                 block_table: torch.Tensor, context_lens: torch.Tensor,
+                                 sm_scale: float | None = None) -> torch.Tensor:
+    """Batched torch decode attention (the executor's CPU path): gather every sequence's pages
+    through the padded block table at once, mask past each context length, one SDPA call."""
+    _check_paged(q, k_cache, v_cache, block_table, context_lens)
+    batch, width = block_table.shape
+    page, hkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    ks = k_cache[block_table.long()].view(batch, width * page, hkv, d).transpose(1, 2)  # [B, Hkv, W·P, D]
+    vs = v_cache[block_table.long()].view(batch, width * page, hkv, d).transpose(1, 2)
+    mask = torch.arange(width * page, device=q.device)[None, :] < context_lens[:, None]
+    o = F.scaled_dot_product_attention(q.unsqueeze(2), ks, vs, attn_mask=mask[:, None, None, :], scale=sm_scale,
+                                       enable_gqa=True)  # [B, Hq, 1, D]
+    return o[:, :, 0]
 
 
 def _check_paged(q, k_cache, v_cache, block_table, context_lens) -> None:

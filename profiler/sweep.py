@@ -1,0 +1,381 @@
+"""The profile sweep: the operator shapes one model under one TP degree produces, timed on this device.
+
+For a model and TP the per-GPU shapes come from hwmodels.profiled.op_shapes (the same shapes the
+profiled cost model looks up): GEMMs per weight over token counts, prefill attention over
+(sequences x prompt length), paged decode attention over (sequences x context), RMSNorm / SwiGLU /
+RoPE over token counts, and collectives over message sizes and world sizes. On CUDA both the Triton
+kernel and the torch implementation are timed (impl column); on CPU only torch is (the Triton
+interpreter is not a timing device). Rows are appended to the table after each op family, so an
+interrupted sweep resumes where it stopped.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from hwmodels.dtypes import dtype_bytes
+from hwmodels.models import ModelSpec
+from hwmodels.profiled import attention_work, causal_pairs, elementwise_work, gemm_work, op_shapes
+from profiler.devices import device_name, run_metadata
+from profiler.table import append_rows, existing_keys, key_of, row
+from profiler.timing import bench
+
+OP_FAMILIES = ("gemm", "attention", "decode", "elementwise", "collectives")
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DECODE_BLOCK_SIZE = 16  # vLLM's default KV block size
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The sizes a sweep visits."""
+
+    tokens: tuple[int, ...]
+    logits: tuple[int, ...]
+    prefill_seqs: tuple[int, ...]
+    prefill_lens: tuple[int, ...]
+    decode_seqs: tuple[int, ...]
+    decode_contexts: tuple[int, ...]
+    world_sizes: tuple[int, ...]
+    message_bytes: tuple[int, ...]
+
+
+def default_grid(device: str, quick: bool, tp: int = 1) -> Grid:
+    """Token counts, lengths and sizes to sweep; powers of two plus 3·2^k midpoints where not quick."""
+    def pow2(lo: int, hi: int, mids: bool) -> tuple[int, ...]:
+        out = []
+        x = lo
+        while x <= hi:
+            out.append(x)
+            if mids and 3 * x // 2 <= hi and x >= 2:
+                out.append(3 * x // 2)
+            x *= 2
+        return tuple(out)
+
+    if device == "cpu":
+        worlds = (2,) if quick else (2, 4)
+        if quick:
+            return Grid(tokens=pow2(1, 512, False), logits=pow2(1, 64, False), prefill_seqs=(1, 2, 4),
+                        prefill_lens=(16, 32, 64, 128, 256), decode_seqs=(1, 2, 4, 8, 16),
+                        decode_contexts=(32, 64, 128, 256, 512), world_sizes=worlds,
+                        message_bytes=tuple(4096 * 4 ** i for i in range(5)))
+        return Grid(tokens=pow2(1, 2048, True), logits=pow2(1, 256, True), prefill_seqs=(1, 2, 4, 8),
+                    prefill_lens=pow2(16, 1024, True), decode_seqs=(1, 2, 4, 8, 16, 32, 64),
+                    decode_contexts=pow2(32, 2048, True), world_sizes=worlds,
+                    message_bytes=tuple(4096 * 4 ** i for i in range(7)))
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 1
+    worlds = tuple(sorted({w for w in (2, 4, 8, tp) if 1 < w <= n_gpu}))
+    if quick:
+        return Grid(tokens=pow2(1, 4096, False), logits=pow2(1, 256, False), prefill_seqs=(1, 4, 16),
+                    prefill_lens=(128, 512, 2048), decode_seqs=(1, 8, 64), decode_contexts=(256, 1024, 4096),
+                    world_sizes=worlds, message_bytes=tuple(4096 * 4 ** i for i in range(0, 9, 2)))
+    return Grid(tokens=pow2(1, 16384, True), logits=pow2(1, 512, True), prefill_seqs=(1, 2, 4, 8, 16, 32),
+                prefill_lens=pow2(64, 8192, True), decode_seqs=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                decode_contexts=pow2(128, 32768, True), world_sizes=worlds,
+                message_bytes=tuple(4096 * 4 ** i for i in range(10)))
+
+
+@dataclass
+class Case:
+    """One measurement to make: its table key fields, its work, and a factory for the timed call."""
+
+    op: str
+    impl: str
+    name: str
+    shape: dict[str, int]
+    flops: float
+    nbytes: float
+    make: Callable[[], Callable[[], object]]
+    family: str
+
+
+@dataclass
+class SweepConfig:
+    model: ModelSpec
+    device: str = "cpu"
+    tp: int = 1
+    dtype: str = "fp32"
+    ops: tuple[str, ...] = OP_FAMILIES
+    quick: bool = False
+    min_time_s: float = 0.05
+    grid: Grid | None = None
+    seed: int = 0
+    # NOTE: CPU default is one thread: multi-threaded BLAS timings on a machine with any other load are
+    # dominated by preempted OpenMP threads (measured 50 µs GEMMs reading 20-50 ms on a loaded 2-core VM).
+    # Pass more on an idle machine, and run the executor with the same count (the device label records it).
+    threads: int | None = None
+
+
+@dataclass
+class SweepResult:
+    rows_added: int = 0
+    rows_skipped: int = 0
+    seconds: float = 0.0
+    per_family: dict[str, int] = field(default_factory=dict)
+
+
+def _impls(device: str) -> tuple[str, ...]:
+    return ("triton", "torch") if device == "cuda" else ("torch",)
+
+
+def build_cases(cfg: SweepConfig) -> list[Case]:
+    """Every (op, impl, shape) of the sweep, in family order (collectives are measured separately)."""
+    sh = op_shapes(cfg.model, cfg.tp)
+    grid = cfg.grid or default_grid(cfg.device, cfg.quick, cfg.tp)
+    dt = TORCH_DTYPES[cfg.dtype]
+    item = dtype_bytes(cfg.dtype)
+    dev = cfg.device
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device=dev, dtype=dt)
+
+    cases: list[Case] = []
+    if "gemm" in cfg.ops:
+        for name, (k, n) in sh.gemms.items():
+            for m in (grid.logits if name == "lm_head" else grid.tokens):
+                fl, by = gemm_work(m, n, k, item)
+                for impl in _impls(dev):
+                    cases.append(Case("gemm", impl, name, {"m": m, "n": n, "k": k}, fl, by,
+                                      _gemm_factory(impl, m, n, k, rand), "gemm"))
+    if "attention" in cfg.ops:
+        for b in grid.prefill_seqs:
+            for length in grid.prefill_lens:
+                pairs = b * causal_pairs(length, length)
+                fl, by = attention_work(pairs, b * length, b * length, sh.heads, sh.kv_heads, sh.head_dim, item)
+                shape = {"num_seqs": b, "num_tokens": b * length, "context_len": 0, "num_heads": sh.heads,
+                         "num_kv_heads": sh.kv_heads, "head_dim": sh.head_dim}
+                for impl in _impls(dev):
+                    cases.append(Case("attention_prefill", impl, "attention", shape, fl, by,
+                                      _prefill_factory(impl, b, length, sh, rand, dev), "attention"))
+    if "decode" in cfg.ops:
+        for b in grid.decode_seqs:
+            for ctx in grid.decode_contexts:
+                fl, by = attention_work(b * ctx, b, b * ctx, sh.heads, sh.kv_heads, sh.head_dim, item)
+                shape = {"num_seqs": b, "num_tokens": b, "context_len": ctx, "num_heads": sh.heads,
+                         "num_kv_heads": sh.kv_heads, "head_dim": sh.head_dim, "block_size": DECODE_BLOCK_SIZE}
+                for impl in _impls(dev):
+                    cases.append(Case("attention_decode", impl, "attention", shape, fl, by,
+                                      _decode_factory(impl, b, ctx, sh, rand, dev, gen), "decode"))
+    if "elementwise" in cfg.ops:
+        for t in grid.tokens:
+            fl, by = elementwise_work("rmsnorm", t, sh.hidden, item)
+            for impl in _impls(dev):
+                cases.append(Case("rmsnorm", impl, "norm", {"num_tokens": t, "hidden": sh.hidden}, fl, by,
+                                  _rmsnorm_factory(impl, t, sh.hidden, rand), "elementwise"))
+            if sh.ffn_local:
+                fl, by = elementwise_work("swiglu", t, sh.ffn_local, item)
+                for impl in _impls(dev):
+                    cases.append(Case("swiglu", impl, "mlp_act", {"num_tokens": t, "hidden": sh.ffn_local}, fl, by,
+                                      _swiglu_factory(impl, t, sh.ffn_local, rand), "elementwise"))
+            if sh.rope_heads:
+                fl, by = elementwise_work("rope", t, sh.rope_heads * sh.head_dim, item)
+                for impl in _impls(dev):
+                    cases.append(Case("rope", impl, "rope",
+                                      {"num_tokens": t, "num_heads": sh.rope_heads, "head_dim": sh.head_dim},
+                                      fl, by, _rope_factory(impl, t, sh.rope_heads, sh.head_dim, rand, dev),
+                                      "elementwise"))
+    return cases
+
+
+# ---- timed callables (tensors are allocated once, outside the timed call) ------------------------------
+def _gemm_factory(impl, m, n, k, rand):
+    def make():
+        from profiler.kernels.gemm import matmul, matmul_ref
+
+        a, b = rand(m, k), rand(k, n)
+        fn = matmul if impl == "triton" else matmul_ref
+        return lambda: fn(a, b)
+    return make
+
+
+def _cu(lens: list[int], device: str) -> torch.Tensor:
+    out = [0]
+    for x in lens:
+        out.append(out[-1] + x)
+    return torch.tensor(out, dtype=torch.int32, device=device)
+
+
+def _prefill_factory(impl, b, length, sh, rand, dev):
+    def make():
+        from profiler.kernels.attention import flash_attention_varlen, flash_attention_varlen_ref
+
+        q = rand(b * length, sh.heads, sh.head_dim)
+        k, v = rand(b * length, sh.kv_heads, sh.head_dim), rand(b * length, sh.kv_heads, sh.head_dim)
+        cu = _cu([length] * b, dev)
+        if impl == "triton":
+            return lambda: flash_attention_varlen(q, k, v, cu, cu, causal=True, max_seqlen_q=length)
+        return lambda: flash_attention_varlen_ref(q, k, v, cu, cu, causal=True)
+    return make
+
+
+def _decode_factory(impl, b, ctx, sh, rand, dev, gen):
+    def make():
+        from profiler.kernels.attention import paged_decode_attention, paged_decode_attention_torch
+
+        pages = -(-ctx // DECODE_BLOCK_SIZE)
+        num_blocks = b * pages
+        k_cache = rand(num_blocks, DECODE_BLOCK_SIZE, sh.kv_heads, sh.head_dim)
+        v_cache = rand(num_blocks, DECODE_BLOCK_SIZE, sh.kv_heads, sh.head_dim)
+        # scattered pages, as a paged KV manager hands them out
+        table = torch.randperm(num_blocks, generator=gen).reshape(b, pages).to(torch.int32).to(dev)
+        lens = torch.full((b,), ctx, dtype=torch.int32, device=dev)
+        q = rand(b, sh.heads, sh.head_dim)
+        if impl == "triton":
+            return lambda: paged_decode_attention(q, k_cache, v_cache, table, lens, max_context_len=ctx)
+        return lambda: paged_decode_attention_torch(q, k_cache, v_cache, table, lens)
+    return make
+
+
+def _rmsnorm_factory(impl, t, hidden, rand):
+    def make():
+        from profiler.kernels.elementwise import rmsnorm, rmsnorm_ref
+
+        x, w = rand(t, hidden), rand(hidden)
+        fn = rmsnorm if impl == "triton" else rmsnorm_ref
+        return lambda: fn(x, w)
+    return make
+
+
+def _swiglu_factory(impl, t, ffn, rand):
+    def make():
+        from profiler.kernels.elementwise import swiglu, swiglu_ref
+
+        g, u = rand(t, ffn), rand(t, ffn)
+        fn = swiglu if impl == "triton" else swiglu_ref
+        return lambda: fn(g, u)
+    return make
+
+
+def _rope_factory(impl, t, heads, head_dim, rand, dev):
+    def make():
+        from profiler.kernels.elementwise import rope
+
+        x = rand(t, heads, head_dim)
+        pos = torch.arange(t, dtype=torch.int32, device=dev)
+        if impl == "triton":
+            return lambda: rope(x, pos)
+        # torch: cos/sin tables precomputed once (as a serving engine caches them), rotation timed
+        half = head_dim // 2
+        ang = pos.double()[:, None] * (10000.0 ** (-torch.arange(half, dtype=torch.float64, device=dev) / half))
+        c, s = ang.cos().to(x.dtype)[:, None, :], ang.sin().to(x.dtype)[:, None, :]
+        return lambda: torch.cat([x[..., :half] * c - x[..., half:] * s, x[..., half:] * c + x[..., :half] * s], -1)
+    return make
+
+
+# ---- running ---------------------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, progress: bool = True) -> SweepResult:
+    """Measure every case not already in `out` and append the rows; collectives last (they spawn processes)."""
+    threads_before = torch.get_num_threads()
+    if cfg.device == "cpu":
+        torch.set_num_threads(cfg.threads or 1)
+    elif cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_sweep(cfg, out, progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_sweep(cfg: SweepConfig, out: str | Path, progress: bool) -> SweepResult:
+    t0 = time.perf_counter()
+    res = SweepResult()
+    dev_label = device_name(cfg.device)
+    meta = run_metadata(cfg.device, note=f"sweep: model {cfg.model.name}, tp {cfg.tp}, dtype {cfg.dtype}, "
+                                         f"quick {cfg.quick}")
+    have = existing_keys(out)
+    cases = build_cases(cfg)
+    todo = []
+    for c in cases:
+        k = key_of(row(dev_label, c.op, c.impl, cfg.dtype, 0.0, 0.0, 0.0, 0, **c.shape))
+        if k in have:
+            res.rows_skipped += 1
+        else:
+            todo.append(c)
+    grid = cfg.grid or default_grid(cfg.device, cfg.quick, cfg.tp)
+    coll_ops = [] if "collectives" not in cfg.ops else _collective_todo(grid, cfg.dtype, dev_label, have, res)
+    total = len(todo) + sum(len(sizes) for _, _, sizes in coll_ops)
+
+    with _progress(progress) as bar:
+        task = bar.add_task("profiling", total=total) if bar else None
+        pending: list[dict] = []
+        family = None
+        for c in todo:
+            if family is not None and c.family != family:
+                res.rows_added += append_rows(out, pending, meta)
+                pending = []
+            family = c.family
+            if bar:
+                bar.update(task, description=f"{c.op} {c.impl} {_short(c.shape)}")
+            fn = c.make()
+            t = bench(fn, cfg.device, min_time_s=cfg.min_time_s, max_samples=200, min_samples=15)
+            pending.append(row(dev_label, c.op, c.impl, cfg.dtype, t.median_s, t.p10_s, t.p90_s, t.num_samples,
+                               flops=c.flops, nbytes=c.nbytes, name=c.name, measured_at=_now(), **c.shape))
+            res.per_family[c.family] = res.per_family.get(c.family, 0) + 1
+            del fn
+            if bar:
+                bar.advance(task)
+        res.rows_added += append_rows(out, pending, meta)
+        for world, ops, sizes in coll_ops:
+            from profiler.collectives import run_local
+
+            if bar:
+                bar.update(task, description=f"collectives world {world} ({', '.join(ops)})")
+            rows = run_local(world, ops, sizes, dtype=cfg.dtype, iters=20 if cfg.quick else 50, device_label=dev_label)
+            res.rows_added += append_rows(out, rows, {**meta, "note": meta.get("note", "") + f"; collectives world {world}"})
+            res.per_family["collectives"] = res.per_family.get("collectives", 0) + len(rows)
+            if bar:
+                bar.advance(task, len(sizes))
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _collective_todo(grid: Grid, dtype: str, dev_label: str, have: set, res: SweepResult):
+    from profiler.collectives import COLLECTIVES, backend_name
+
+    out = []
+    for world in grid.world_sizes:
+        ops = []
+        impl = backend_name("nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world else "gloo")
+        for op in COLLECTIVES:
+            if op == "send_recv" and world % 2:
+                continue
+            keys = [key_of(row(dev_label, op, impl, dtype, 0, 0, 0, 0, world_size=world, size_bytes=s))
+                    for s in grid.message_bytes]
+            if all(k in have for k in keys):
+                res.rows_skipped += len(keys)
+            else:
+                ops.append(op)
+        if ops:
+            out.append((world, ops, list(grid.message_bytes)))
+    return out
+
+
+def _short(shape: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in shape.items() if k not in ("num_heads", "num_kv_heads", "head_dim",
+                                                                        "block_size"))
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=False)
