@@ -2,7 +2,7 @@
 
 Token accounting (vLLM v1's framing): a request has `prompt_len + num_generated` tokens and
 `num_computed` of them in the KV cache; a pass computes some of the rest, and samples a token when it
-reaches the end. A decode is the case of exactly one token left.
+reaches the end. A decode is the case of exactly one token left after the first sample.
 """
 from __future__ import annotations
 
@@ -62,14 +62,15 @@ def fits_alone_reason(req: Request, kv: KVManager, watermark_blocks: int) -> str
 
 
 def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, free: int, budget: int,
-                   prefills: list[Request] | None = None) -> tuple[int, int]:
+                   prefills: list[Request] | None = None, max_seqs: int = NO_WINDOW) -> tuple[int, int]:
     """Schedule one token for each running request with one token left, in priority order, while
-    `budget` tokens last; when a new block is needed and none is free, preempt from the back (the
-    lowest priority, possibly the request itself), as vLLM does. Requests with more tokens left are
+    `budget` tokens and `max_seqs` sequences last (merged pipeline micro-batches can hold more); when
+    a new block is needed and none is free, preempt from the back (the lowest priority, possibly the
+    request itself), as vLLM does. Requests with more tokens left are
     appended to `prefills` (chunked prefill in progress). Must be the first step of a fresh builder.
     Returns the updated (free, budget)."""
-    if b.window or len(running) > budget or b.reqs:
-        return _decode_running(b, running, kv, free, budget, prefills)
+    if b.window or len(running) > budget or len(running) > max_seqs or b.reqs:
+        return _decode_running(b, running, kv, free, budget, prefills, max_seqs)
     # Fast path (the hot loop of a simulation): no window, every decode fits the budget; it gives up
     # and restarts on the general path only when a decode needs a block and none is free.
     bs = kv.block_size
@@ -79,7 +80,8 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
     kv_sum = 0
     for r in running:
         nc = r.num_computed
-        if r.prompt_len + r.num_generated - nc != 1:
+        g = r.num_generated
+        if g == 0 or r.prompt_len + g - nc != 1:  # g == 0: the prompt's last token is still prefill
             if prefills is not None:
                 prefills.append(r)
             continue
@@ -90,7 +92,7 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
                 allocs.clear()
                 if prefills is not None:
                     prefills.clear()
-                return _decode_running(b, running, kv, free, budget, prefills)
+                return _decode_running(b, running, kv, free, budget, prefills, max_seqs)
             free -= 1
             allocs.append((r, nc + 1))
         append(r)
@@ -103,7 +105,8 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
 
 
 def _decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, free: int, budget: int,
-                    prefills: list[Request] | None) -> tuple[int, int]:
+                    prefills: list[Request] | None, max_seqs: int) -> tuple[int, int]:
+    """The general path of decode_running."""
     bs = kv.block_size
     w = b.window or NO_WINDOW
     reqs_append, ntok_append, allocs = b.reqs.append, b.num_tokens.append, b.allocs
@@ -113,12 +116,13 @@ def _decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, f
     while i < end:
         r = running[i]
         nc = r.num_computed
-        if r.prompt_len + r.num_generated - nc != 1:
+        g = r.num_generated
+        if g == 0 or r.prompt_len + g - nc != 1:
             if prefills is not None:
                 prefills.append(r)
             i += 1
             continue
-        if k == budget:
+        if k == budget or k == max_seqs:
             break
         if nc >= len(r.blocks) * bs:  # the token starts a new block
             while free < 1:
@@ -213,12 +217,13 @@ def admit(b: PlanBuilder, waiting: deque[Request], kv: KVManager, free: int, bud
     return free, budget, num_seqs
 
 
-def prefill_running(b: PlanBuilder, prefills: list[Request], kv: KVManager, free: int, budget: int) -> tuple[int, int]:
-    """Give running requests in (chunked) prefill their next chunk, FCFS, within the budget; a chunk that
-    needs blocks beyond the free ones is cut to what fits. Returns the updated (free, budget)."""
+def prefill_running(b: PlanBuilder, prefills: list[Request], kv: KVManager, free: int, budget: int,
+                    max_seqs: int) -> tuple[int, int]:
+    """Give running requests in (chunked) prefill their next chunk, FCFS, within the budget and batch
+    size; a chunk that needs blocks beyond the free ones is cut to what fits. Returns (free, budget)."""
     bs = kv.block_size
     for r in prefills:
-        if budget < 1:
+        if budget < 1 or len(b.reqs) >= max_seqs:
             break
         nc = r.num_computed
         n = r.prompt_len + r.num_generated - nc

@@ -33,13 +33,13 @@ class SarathiScheduler(SchedulerPolicy):
         b = PlanBuilder(view.window)
         running = schedulable(view)
         prefills: list[Request] = []
-        free, budget = decode_running(b, running, kv, kv.num_free_blocks, self.budget, prefills)
+        free, budget = decode_running(b, running, kv, kv.num_free_blocks, self.budget, prefills, self.max_batch_size)
         if prefills:
-            free, budget = prefill_running(b, prefills, kv, free, budget)
+            free, budget = prefill_running(b, prefills, kv, free, budget, self.max_batch_size)
         if not b.preempted and budget > 0:
             watermark = int(self.cfg.watermark * kv.num_blocks)
             if view.swapped:
-                swap_in(b, view.swapped, kv, free, budget, len(running), self.max_batch_size, watermark)
+                swap_in(b, view.swapped, kv, free, budget, max(len(running), len(b.reqs)), self.max_batch_size, watermark)
             elif view.waiting:
                 admit(b, view.waiting, kv, free, budget, len(running), self.max_batch_size, watermark,
                       chunked=True, on_demand=self.on_demand)

@@ -39,7 +39,7 @@ class VLLMScheduler(SchedulerPolicy):
                   chunked=False)
             if b.reqs:
                 return b.build()
-        free, _ = decode_running(b, running, kv, free, NO_WINDOW)
+        free, _ = decode_running(b, running, kv, free, NO_WINDOW, None, self.max_batch_size)
         if view.swapped and not b.preempted:
             swap_in(b, view.swapped, kv, free, NO_WINDOW, len(running), self.max_batch_size, watermark)
         return b.build()
