@@ -168,10 +168,12 @@ def load_config(path: str | Path) -> Config:
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge `overrides` into a copy of `base` (CLI flags over a config file)."""
+    """Deep-merge `overrides` into a copy of `base` (CLI flags over a config file). A mapping whose
+    `kind` differs (another member of a discriminated union) replaces the old one instead of merging."""
     out = dict(base)
     for k, v in overrides.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("kind", out[k].get("kind")) == out[k].get(
+                "kind"):
             out[k] = merge(out[k], v)
         else:
             out[k] = v
