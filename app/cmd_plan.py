@@ -189,7 +189,7 @@ def serve(
     wrote_pareto = bool(pareto) and bool(res.outcomes)
     if wrote_pareto:
         from simulator.planner.report import pareto_figure
-        _write("--pareto", pareto, lambda p: pareto_figure(res).write_html(p, include_plotlyjs="cdn"))
+        _write("--pareto", pareto, lambda p: pareto_figure(res).write_html(p, include_plotlyjs=True))
     if emit_config is not None:
         cfg = res.recommended_config()
         if cfg is None:

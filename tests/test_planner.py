@@ -14,7 +14,7 @@ from simulator.planner.capacity import (CapacityResult, ProbeResult, find_capaci
                                         slo_metrics)
 from simulator.planner.config import PlanConfig, SearchSpace, load_plan_config, validate_plan_config
 from simulator.planner.prune import Survivor
-from simulator.planner.search import LayoutOutcome, build_deployments, replica_options
+from simulator.planner.search import LayoutOutcome, build_deployments, rank_key, replica_options
 from simulator.planner.space import Candidate, enumerate_candidates
 
 
@@ -147,3 +147,24 @@ def test_ranking_by_cost_per_token_without_target():
     assert [d.candidate.gpu for d in rows] == ["cheap-slow", "fast-pricey"]  # $0.1/req/s/h vs $0.133
     assert rows[0].replicas == 8 and rows[0].max_qps == pytest.approx(80.0)
     assert replica_options(2, 6.0, 10.0, PlanConfig(budget_usd_per_hour=20.0)) == [3]
+
+
+@settings(max_examples=100, deadline=None)
+@given(qps=st.lists(st.floats(0.1, 50.0), min_size=1, max_size=4), tps=st.lists(st.sampled_from([1, 2, 4]),
+       min_size=4, max_size=4), target=st.floats(0.5, 300.0), max_gpus=st.integers(1, 16))
+def test_sizing_meets_target_within_max_gpus(qps, tps, target, max_gpus):
+    outs = [_outcome(f"g{i}", tps[i], q, 1.0 + i) for i, q in enumerate(qps)]
+    pc = PlanConfig(base=Config(slo=SLOConfig(ttft_s=1)), target_qps=target, max_gpus=max_gpus)
+    rows, dropped = build_deployments(outs, pc, 50.0)
+    assert len(rows) + sum(dropped.values()) == len(outs)
+    for d in rows:
+        assert d.max_qps >= target * (1 - 1e-9) and d.num_gpus <= max_gpus
+        assert (d.replicas - 1) * d.outcome.capacity.max_rate_per_s < target  # no replica more than needed
+    assert [rank_key(d, pc) for d in rows] == sorted(rank_key(d, pc) for d in rows)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from simulator.planner.report import pareto_front
+
+    pts = [{"usd_per_mtok": c, "latency_s": l} for c, l in [(1, 5), (2, 3), (2, 4), (3, 3), (4, 1), (5, 2)]]
+    assert [(p["usd_per_mtok"], p["latency_s"]) for p in pareto_front(pts)] == [(1, 5), (2, 3), (4, 1)]
