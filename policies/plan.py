@@ -57,8 +57,10 @@ class PlanBuilder:
             ctx = req.num_computed
         self.reqs.append(req)
         self.num_tokens.append(n)
-        # The pass samples a token iff it reaches the end of the sequence's current tokens.
-        self.shape.add(n, ctx, ctx >= req.prompt_len, ctx + n >= req.prompt_len + req.num_generated, self.window)
+        # A decode is one token past the prompt (a recompute chunk of generated tokens is prefill work);
+        # the pass samples a token iff it reaches the end of the sequence's current tokens.
+        self.shape.add(n, ctx, n == 1 and ctx >= req.prompt_len, ctx + n >= req.prompt_len + req.num_generated,
+                       self.window)
 
     def add_decodes(self, num_seqs: int, kv_sum: int) -> None:
         """Account `num_seqs` one-token decodes whose (window-capped) `ctx + 1` sum to `kv_sum`.
@@ -72,6 +74,8 @@ class PlanBuilder:
         s.num_logits += num_seqs
         s.attn_pairs += kv_sum
         s.kv_read_tokens += kv_sum
+        s.decode_attn_pairs += kv_sum
+        s.decode_kv_read_tokens += kv_sum
 
     def build(self) -> BatchPlan | None:
         if not self.reqs and not self.preempted:

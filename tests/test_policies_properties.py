@@ -12,6 +12,7 @@ from collections import deque
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
+from hwmodels.shapes import BatchShape
 from policies.config import (OrcaSchedulerConfig, SarathiSchedulerConfig, SplitFuseSchedulerConfig,
                              StaticSchedulerConfig, VLLMSchedulerConfig)
 from policies.core import ReplicaCore
@@ -142,6 +143,12 @@ def check_plan(core, cfg, plan) -> None:
         assert tokens <= min(cfg.chunk_size, cfg.max_num_batched_tokens)
     elif not (cfg.kind == "vllm" and len(plan.reqs) == 1):  # a long recompute may run alone
         assert tokens <= cfg.max_num_batched_tokens
+    ref = BatchShape()  # the fast paths' shape must equal the one built sequence by sequence
+    for r, n in zip(plan.reqs, plan.num_tokens):
+        ctx = r.num_computed
+        ref.add(n, ctx, n == 1 and ctx >= r.prompt_len, ctx + n == r.prompt_len + r.num_generated, core.window)
+    if cfg.kind != "static":
+        assert s == ref
     for r, n in zip(plan.reqs, plan.num_tokens):
         assert r.num_computed + n <= r.prompt_len + r.num_generated
         assert r.num_computed + n <= len(r.blocks) * core.kv.block_size
