@@ -9,11 +9,24 @@ import importlib
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from hwmodels.errors import UserError
 
+
+class _Group(TyperGroup):
+    """Turns a UserError raised by any (sub)command into `error: ...` on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(name="llmsim", help="Simulate, profile, validate and plan LLM serving and training systems.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 # Order is the order of `llmsim --help`. A module not written yet is skipped (and only then).
 COMMAND_MODULES = ["cmd_catalog", "cmd_cost", "cmd_simulate", "cmd_profile", "cmd_validate", "cmd_plan",

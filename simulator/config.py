@@ -76,9 +76,12 @@ class ArrivalConfig(Frozen):
 
 
 class SyntheticWorkload(Frozen):
+    """Generated requests. The default is a moderately loaded chat-like service: 1,000 requests,
+    Poisson at 10 req/s, 512 prompt and 128 output tokens."""
+
     kind: Literal["synthetic"] = "synthetic"
     num_requests: int = Field(default=1000, ge=1)
-    arrival: ArrivalConfig = ArrivalConfig()
+    arrival: ArrivalConfig = ArrivalConfig(rate_per_s=10.0)
     input_len: LengthDist = FixedLength(value=512)
     output_len: LengthDist = FixedLength(value=128)
 
