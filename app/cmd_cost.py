@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from hwmodels.build import build_cost_model
-from hwmodels.config import ProfiledCostConfig
 from hwmodels.cost import StepCost
 from hwmodels.errors import UserError
 from hwmodels.hardware import resolve_gpu
@@ -67,13 +66,22 @@ def build_config(config: Optional[Path], flags: dict[str, Any]) -> Config:
                              else Path(model).resolve().parent.name, "hf_config": str(model)}
         else:
             over["model"] = {"name": model, "hf_config": None}
-    for flag, (section, key) in {"gpu": ("hardware", "gpu"), "gpu_file": ("hardware", "gpu_file"),
+    gpu = flags.get("gpu")
+    if gpu is not None:
+        # A path to a YAML file is a user accelerator; anything else a catalog name (which drops a file's gpu_file).
+        hw = over.setdefault("hardware", {})
+        if Path(gpu).suffix in (".yaml", ".yml") or Path(gpu).is_file():
+            hw["gpu_file"] = str(gpu)
+        else:
+            hw.update(gpu=gpu, gpu_file=None)
+    for flag, (section, key) in {"gpu_file": ("hardware", "gpu_file"),
                                  "tp": ("parallel", "tp"), "pp": ("parallel", "pp"), "ep": ("parallel", "ep"),
                                  "dtype": ("quant", "dtype"), "weight_dtype": ("quant", "weight_dtype"),
                                  "kv_dtype": ("quant", "kv_dtype"),
                                  "quant_method": ("quant", "weight_method")}.items():
         if flags.get(flag) is not None:
-            over.setdefault(section, {})[key] = flags[flag]
+            v = flags[flag]
+            over.setdefault(section, {})[key] = str(v) if isinstance(v, Path) else v
     if flags.get("profile") is not None:
         over["cost_model"] = {"kind": "profiled", "profile": str(flags["profile"])}
     return validate_config(merge(base, over), "command line")
@@ -115,9 +123,10 @@ def cost_report(cfg: Config, batch: str) -> dict[str, Any]:
 def _print(report: dict[str, Any]) -> None:
     console = Console(width=160)
     p = report["parallel"]
+    q = report["quant"]
     console.print(f"[bold]{report['model']}[/] on [bold]{report['gpu']}[/]  tp={p['tp']} pp={p['pp']} ep={p['ep']}  "
-                  f"dtype={report['quant']['dtype']} weights={report['quant']['weight_dtype'] or report['quant']['dtype']}"
-                  f" kv={report['quant']['kv_dtype'] or report['quant']['dtype']}  cost model: {report['cost_model']}")
+                  f"dtype={q['dtype']} weights={q['weight_dtype'] or q['dtype']} kv={q['kv_dtype'] or q['dtype']}  "
+                  f"cost model: {report['cost_model']}")
     b = report["batch"]
     console.print(f"batch {b['spec']}: {b['num_seqs']} sequences, {b['num_tokens']} new tokens, "
                   f"{b['kv_read_tokens']} KV entries read")
@@ -146,8 +155,8 @@ def register(app: typer.Typer) -> None:
     def cost(
         batch: str = typer.Option(..., "--batch", help=BATCH_HELP),
         model: Optional[str] = typer.Option(None, "--model", help="catalog name, HF config.json or model directory"),
-        gpu: Optional[str] = typer.Option(None, "--gpu", help="catalog accelerator (see `llmsim catalog gpus`)"),
-        gpu_file: Optional[Path] = typer.Option(None, "--gpu-file", help="YAML file describing your accelerator"),
+        gpu: Optional[str] = typer.Option(None, "--gpu", help="catalog accelerator (`llmsim catalog gpus`) or a YAML file"),
+        gpu_file: Optional[Path] = typer.Option(None, "--gpu-file", help="YAML file describing an accelerator"),
         tp: Optional[int] = typer.Option(None, "--tp", help="tensor-parallel GPUs"),
         pp: Optional[int] = typer.Option(None, "--pp", help="pipeline stages"),
         ep: Optional[int] = typer.Option(None, "--ep", help="expert-parallel groups (MoE)"),
@@ -163,8 +172,6 @@ def register(app: typer.Typer) -> None:
         cfg = build_config(config, dict(model=model, gpu=gpu, gpu_file=gpu_file, tp=tp, pp=pp, ep=ep, dtype=dtype,
                                         weight_dtype=weight_dtype, quant_method=quant_method, kv_dtype=kv_dtype,
                                         profile=profile))
-        if gpu is not None and gpu_file is None:
-            cfg = cfg.model_copy(update={"hardware": cfg.hardware.model_copy(update={"gpu_file": None})})
         report = cost_report(cfg, batch)
         if as_json:
             typer.echo(json.dumps(report, indent=2))

@@ -5,7 +5,8 @@ Data: /work/shared/profiles/vidur/compute/{a100,h100}/*/*/mlp.csv (microsoft/vid
 kernel times per layer per GPU for several models, TP 1..8, num_tokens 1..4096 (32768 for Llama-3).
 Model:  t = fixed_s + max(FLOPs / (eff_c * peak_fp16), bytes / (eff_m * HBM B/s)), FLOPs and bytes from
 hwmodels.ops (the same formulas the cost model uses). Objective: mean |log(pred / measured)| over rows, each
-power-of-two bucket of num_tokens weighted equally (Nelder-Mead); reports median and p90 relative error of the fitted model.
+power-of-two bucket of num_tokens weighted equally (Nelder-Mead); reports median and p90 relative error of the
+fitted model.
 
 Usage: python benchmarks/fit_roofline_efficiency.py [profiles_dir]
 """

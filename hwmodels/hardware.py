@@ -101,7 +101,8 @@ class GPUSpec(BaseModel):
 
 
 _NV_A100 = "NVIDIA A100 Tensor Core GPU datasheet (2021), SXM column; dense rates; L2/SMs: Ampere GA100 whitepaper"
-_NV_H100 = "NVIDIA H100 Tensor Core GPU datasheet (2023); dense = half the with-sparsity figure; L2/SMs: Hopper whitepaper"
+_NV_H100 = ("NVIDIA H100 Tensor Core GPU datasheet (2023); dense = half the with-sparsity figure; "
+            "L2/SMs: Hopper whitepaper")
 _PRICE = "typical on-demand $/GPU-hour (Lambda/AWS/GCP/RunPod list prices, 2025): editable default"
 
 _GPUS: list[GPUSpec] = [

@@ -82,7 +82,8 @@ def activation_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, quant: 
     return per_layer + logits
 
 
-def kv_bytes_per_block_per_gpu(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, block_size: int) -> float:
+def kv_bytes_per_block_per_gpu(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig,
+                               block_size: int) -> float:
     """block_size tokens · (layers / pp) · K and V · (kv heads per GPU) · head_dim · kv bytes."""
     return (block_size * (model.num_layers // parallel.pp) * 2 * kv_heads_per_gpu(model, parallel.tp)
             * model.head_dim * dtype_bytes(quant.kv))
@@ -108,7 +109,8 @@ def plan_memory(model: ModelSpec, gpu: GPUSpec, parallel: ParallelConfig, quant:
         raise UserError(
             f"{model.name} does not fit on {gpu.name} with tp={parallel.tp}, pp={parallel.pp}: per GPU it needs "
             f"{w / 1e9:.1f} GB weights ({quant.weights}) + {act / 1e9:.1f} GB activations + "
-            f"{per_block / 1e6:.1f} MB for one KV block = {need / 1e9:.1f} GB, but only {usable / 1e9:.1f} GB is usable "
+            f"{per_block / 1e6:.1f} MB for one KV block = {need / 1e9:.1f} GB, but only {usable / 1e9:.1f} GB "
+            "is usable "
             f"({gpu.hbm_bytes / 1e9:.0f} GB x gpu_memory_utilization {gpu_memory_utilization}). {hint}")
     n = int(kv // per_block)
     return MemoryPlan(weights_bytes_per_gpu=w, activation_bytes_per_gpu=act, kv_bytes_per_block_per_gpu=per_block,

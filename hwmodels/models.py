@@ -6,7 +6,6 @@ formulas next to the code); tests check them against the published sizes within 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Literal
 

@@ -64,12 +64,15 @@ class Formats:
     weight_only: bool  # weights dequantised to the activation dtype inside the GEMM
 
     @classmethod
-    def of(cls, quant: QuantConfig) -> "Formats":
+    def of(cls, quant: QuantConfig, native_dtypes: frozenset[str] | None = None) -> "Formats":
+        """`native_dtypes`: formats the GPU's tensor cores run (GPUSpec.peak_flops_per_s keys); None = all."""
         w = quant.weights
         act = dtype_bytes(quant.dtype)
         wb = dtype_bytes(w) + (QUANT_SCALE_OVERHEAD_BYTES if w == "int4" else 0.0)
-        # int4 or GPTQ/AWQ: weight-only (W4A16 / W8A16); fp8/int8 with no method: W8A8 on tensor cores.
-        weight_only = w == "int4" or quant.weight_method != "none"
+        # int4 or GPTQ/AWQ: weight-only (W4A16 / W8A16); fp8/int8 with no method: W8A8 on tensor cores, unless the
+        # GPU lacks that format (fp8 on Ampere): then weight-only, as vLLM's FP8 Marlin kernel does.
+        weight_only = w == "int4" or quant.weight_method != "none" or (
+            native_dtypes is not None and dtype_bytes(w) < act and w not in native_dtypes)
         gemm = quant.dtype if weight_only or dtype_bytes(w) >= act else w
         return cls(act_bytes=act, weight_bytes=wb, other_weight_bytes=max(act, dtype_bytes(w)),
                    kv_bytes=dtype_bytes(quant.kv), gemm_dtype=gemm, attn_dtype=quant.dtype,
@@ -99,10 +102,10 @@ def expected_distinct(num_experts: int, top_k: int, num_tokens: int) -> float:
 
 
 def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, num_tokens: int,
-              num_logits: int = 0) -> list[Op]:
+              num_logits: int = 0, native_dtypes: frozenset[str] | None = None) -> list[Op]:
     """Every operator whose cost depends only on the token counts (all but attention): per-token ops,
     then `logit_ops` for the sampled rows (pass num_logits=0 to leave those out)."""
-    f = Formats.of(quant)
+    f = Formats.of(quant, native_dtypes)
     tp, pp, ep = parallel.tp, parallel.pp, parallel.ep
     T, S = float(num_tokens), float(num_logits)
     L = model.num_layers // pp
@@ -168,13 +171,14 @@ def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
     if pp > 1:
         # vLLM sends hidden states and the residual (IntermediateTensors) to the next stage.
         ops.append(_coll("pp_send_recv", "p2p", 2 * T * h * ab, 2, "pp", 1, "p2p"))
-    ops += logit_ops(model, parallel, quant, num_logits)
+    ops += logit_ops(model, parallel, quant, num_logits, native_dtypes)
     return ops
 
 
-def logit_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, num_logits: int) -> list[Op]:
+def logit_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, num_logits: int,
+              native_dtypes: frozenset[str] | None = None) -> list[Op]:
     """Last stage, per sampled row: LM head (vocab-parallel over TP), logits all-gather, sampling."""
-    f = Formats.of(quant)
+    f = Formats.of(quant, native_dtypes)
     tp, S, h = parallel.tp, float(num_logits), model.hidden_size
     ops: list[Op] = []
     v_loc = math.ceil(model.vocab_size / tp)
@@ -225,10 +229,11 @@ def attention_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig
             for name, pairs, kv, tokens in parts if tokens > 0]
 
 
-def ops_for(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, shape: BatchShape) -> list[Op]:
+def ops_for(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, shape: BatchShape,
+            native_dtypes: frozenset[str] | None = None) -> list[Op]:
     """All operators of one forward pass of `shape` on one GPU (per call; multiply by `count`); attention is
     listed as its prefill and decode parts (priced together as one fused kernel, see `attention_op`)."""
-    ops = token_ops(model, parallel, quant, shape.num_tokens, shape.num_logits)
+    ops = token_ops(model, parallel, quant, shape.num_tokens, shape.num_logits, native_dtypes)
     i = next(j for j, op in enumerate(ops) if op.name == "o_proj")
     ops[i:i] = attention_ops(model, parallel, quant, shape)
     return ops

@@ -71,8 +71,9 @@ class RooflineCostModel:
         check_layout(model, parallel)
         self.model, self.gpu, self.parallel, self.quant, self.hardware = model, gpu, parallel, quant, hardware
         self.eff = efficiency_for(gpu)
-        tp_group = parallel.tp
-        self.tp_link: LinkSpec = intra_link(gpu, hardware) if tp_group <= hardware.gpus_per_node else inter_link(hardware)
+        self.native_dtypes = frozenset(gpu.peak_flops_per_s)
+        self.tp_link: LinkSpec = (intra_link(gpu, hardware) if parallel.tp <= hardware.gpus_per_node
+                                  else inter_link(hardware))
         self.pp_link: LinkSpec = (intra_link(gpu, hardware) if parallel.tp * parallel.pp <= hardware.gpus_per_node
                                   else inter_link(hardware))
         self.layers_per_stage = model.num_layers // parallel.pp
@@ -120,13 +121,13 @@ class RooflineCostModel:
     def _token_part(self, num_tokens: int) -> tuple[float, float, float, float]:
         """(every-layer seconds of one stage, first-stage extras, last-stage extras, p2p) for num_tokens."""
         parts = {"layer": 0.0, "first": 0.0, "last": 0.0, "p2p": 0.0}
-        for op in token_ops(self.model, self.parallel, self.quant, num_tokens, 0):
+        for op in token_ops(self.model, self.parallel, self.quant, num_tokens, 0, self.native_dtypes):
             parts[op.placement] += self.op_seconds(op) * op.count
         return parts["layer"], parts["first"], parts["last"], parts["p2p"]
 
     def _logit_part(self, num_logits: int) -> float:
         return sum(self.op_seconds(op) * op.count
-                   for op in logit_ops(self.model, self.parallel, self.quant, num_logits))
+                   for op in logit_ops(self.model, self.parallel, self.quant, num_logits, self.native_dtypes))
 
     # ---- CostModel protocol ---------------------------------------------------------------------
     def stage_seconds(self, shape: BatchShape) -> float:
@@ -165,7 +166,7 @@ class RooflineCostModel:
         pp = self.parallel.pp
         ops: list[OpCost] = []
         total = 0.0
-        ops_list = ops_for(self.model, self.parallel, self.quant, shape)
+        ops_list = ops_for(self.model, self.parallel, self.quant, shape, self.native_dtypes)
         # Attention parts share one fused kernel: its time, split in proportion to each part's standalone time.
         fused = self.op_seconds(attention_op(self.model, self.parallel, self.quant, shape))
         parts = {op.name: self.op_seconds(op) for op in ops_list if op.kind == "attention"}

@@ -152,9 +152,9 @@ def test_issue_acceptance_llama2_7b_a100_decode_ratio():
 # ---- monotonicity (hypothesis) ------------------------------------------------------------------------------
 
 SEQ = st.tuples(st.integers(1, 4096), st.integers(0, 16384))
+AWQ = QuantConfig(weight_dtype="int4", weight_method="awq")
 MODELS_FOR_PROPS = [cm("llama-3-8b", "h100-sxm"), cm("mixtral-8x7b", "h100-sxm", tp=4, ep=2),
-                    cm("mistral-7b", "a100-80gb", pp=2), cm("llama-2-7b", "l4", quant=QuantConfig(weight_dtype="int4",
-                                                                                                    weight_method="awq"))]
+                    cm("mistral-7b", "a100-80gb", pp=2), cm("llama-2-7b", "l4", quant=AWQ)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -216,6 +216,12 @@ def test_quantization_changes_bytes_and_rates():
     assert a_k8.bytes < 0.55 * a_bf.bytes
     assert Formats.of(QuantConfig(weight_dtype="int8")).gemm_dtype == "int8"  # W8A8
     assert Formats.of(QuantConfig(weight_dtype="int8", weight_method="gptq")).gemm_dtype == "bf16"  # W8A16
+    # fp8 weights on Ampere (no fp8 tensor cores): weight-only, dequantised to bf16 (vLLM's FP8 Marlin path)
+    ampere = Formats.of(QuantConfig(weight_dtype="fp8"), frozenset(get_gpu("a100-80gb").peak_flops_per_s))
+    assert ampere.weight_only and ampere.gemm_dtype == "bf16"
+    a_bf, a_fp8 = cm("llama-3-8b", "a100-80gb"), cm("llama-3-8b", "a100-80gb", quant=QuantConfig(weight_dtype="fp8"))
+    assert a_fp8.stage_seconds(s_dec) < a_bf.stage_seconds(s_dec)  # half the weight bytes
+    assert a_fp8.stage_seconds(s_pre) > a_bf.stage_seconds(s_pre)  # same bf16 rate + dequantisation
 
 
 # ---- memory ----------------------------------------------------------------------------------------------------
