@@ -168,3 +168,10 @@ def test_pareto_front_keeps_only_undominated_points():
 
     pts = [{"usd_per_mtok": c, "latency_s": l} for c, l in [(1, 5), (2, 3), (2, 4), (3, 3), (4, 1), (5, 2)]]
     assert [(p["usd_per_mtok"], p["latency_s"]) for p in pareto_front(pts)] == [(1, 5), (2, 3), (4, 1)]
+
+
+def test_explicit_replica_list_respects_max_gpus():
+    outs = [_outcome("a", 2, 10.0, 2.0)]
+    pc = PlanConfig(base=Config(slo=SLOConfig(ttft_s=1)), space=SearchSpace(replicas=(1, 2, 4)), max_gpus=4)
+    rows, dropped = build_deployments(outs, pc, 100.0)
+    assert [(d.replicas, d.num_gpus, d.max_qps) for d in rows] == [(1, 2, 10.0), (2, 4, 20.0)] and not dropped
