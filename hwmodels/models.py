@@ -294,6 +294,7 @@ def from_hf_config(path_or_dict: str | Path | dict[str, Any], name: str | None =
 def resolve_model(cfg: ModelConfig) -> ModelSpec:
     """The ModelSpec a ModelConfig names: its hf_config if set, else the catalog entry."""
     if cfg.hf_config:
-        name = cfg.name if "hf_config" in cfg.model_fields_set and "name" in cfg.model_fields_set else None
-        return from_hf_config(cfg.hf_config, name=name)
+        # model.name labels the import unless it is a catalog name (e.g. the default left in a dumped config):
+        # then the model directory's name is used.
+        return from_hf_config(cfg.hf_config, name=None if cfg.name.lower() in MODELS else cfg.name)
     return get_model(cfg.name)

@@ -77,6 +77,8 @@ class RooflineCostModel:
         self.pp_link: LinkSpec = (intra_link(gpu, hardware) if parallel.tp * parallel.pp <= hardware.gpus_per_node
                                   else inter_link(hardware))
         self.layers_per_stage = model.num_layers // parallel.pp
+        # Attention: FlashAttention-2's compute fraction; its K/V streaming is priced at the GEMM bandwidth fraction
+        # (the Vidur files hold no attention timings). NOTE: short-context decode attention likely reaches less.
         fp, bkv, bt = attention_coeffs(model, parallel, quant)
         peak_attn = gpu.peak_flops(quant.dtype) * self.eff.attn_flops
         bw_attn = gpu.hbm_bytes_per_s * self.eff.gemm_mem

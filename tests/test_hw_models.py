@@ -131,6 +131,8 @@ def test_hf_import_from_directory_and_resolve(tmp_path):
     assert from_hf_config(d / "config.json").num_params() == m.num_params()
     r = resolve_model(ModelConfig(hf_config=str(d)))
     assert r.num_params() == m.num_params() and r.name == "my-llama"
+    assert resolve_model(ModelConfig(name="llama-3.1-8b", hf_config=str(d))).name == "my-llama"
+    assert resolve_model(ModelConfig(name="ours", hf_config=str(d))).name == "ours"
     assert resolve_model(ModelConfig(name="llama-2-7b")) == get_model("llama-2-7b")
 
 
