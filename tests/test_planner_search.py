@@ -1,6 +1,7 @@
 """Planner end to end on the real simulator: exhaustive agreement, backends, CLI answers."""
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -8,9 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 from simulator.config import ArrivalConfig, Config, SLOConfig, SyntheticWorkload, UniformLength
+from simulator.planner.backends import ray_available
 from simulator.planner.capacity import scan_capacity
 from simulator.planner.config import CapacitySearchConfig, PlanConfig, SearchSpace
-from simulator.planner.prune import Pruned, Survivor, check_candidate
+from simulator.planner.prune import Pruned, check_candidate
 from simulator.planner.search import build_probe_workload, plan_serve, probe_once
 from simulator.planner.space import enumerate_candidates
 
@@ -57,20 +59,24 @@ def test_planner_choice_equals_exhaustive_search():
     assert sum(len(o.capacity.probes) for o in res.outcomes) < 0.5 * len(res.outcomes) * 21
 
 
-def test_backends_give_identical_results():
-    plan = PlanConfig(base=BASE, space=SearchSpace(gpus=("h100-sxm", "a100-80gb"), tp=(1,), schedulers=("vllm",)),
-                      search=SEARCH, max_gpus=4)
-    runs = {"serial": plan_serve(plan, backend="serial", verify_best=False),
-            "local": plan_serve(plan, backend="local", workers=2, verify_best=False)}
-    from simulator.planner.backends import ray_available
-    if ray_available():
-        runs["ray"] = plan_serve(plan, backend="ray", ray_address="local", verify_best=False)
-    else:
-        pytest.skip("ray not installed: compared serial and local only")  # pragma: no cover
-    outs = {k: json.dumps({**r.to_json(), "wall_s": 0}) for k, r in runs.items()}
-    assert outs["serial"] == outs["local"] == outs.get("ray", outs["serial"])
-    probes = {k: [p for o in r.outcomes for p in o.capacity.probes] for k, r in runs.items()}
-    assert probes["serial"] == probes["local"] == probes.get("ray", probes["serial"])
+SMALL = PlanConfig(base=BASE, space=SearchSpace(gpus=("h100-sxm", "a100-80gb"), tp=(1,), schedulers=("vllm",)),
+                   search=SEARCH, max_gpus=4)
+
+
+@functools.lru_cache(maxsize=None)
+def _run(backend: str) -> tuple[str, list]:
+    kw = {"workers": 2} if backend == "local" else {"ray_address": "local"} if backend == "ray" else {}
+    r = plan_serve(SMALL, backend=backend, verify_best=False, **kw)
+    return json.dumps({**r.to_json(), "wall_s": 0}), [p for o in r.outcomes for p in o.capacity.probes]
+
+
+def test_local_pool_equals_serial():
+    assert _run("local") == _run("serial")
+
+
+@pytest.mark.skipif(not ray_available(), reason="ray is not installed (pip install 'llmsim[ray]')")
+def test_ray_local_equals_serial():
+    assert _run("ray") == _run("serial")
 
 
 runner = CliRunner()
