@@ -5,8 +5,8 @@ returns frames in the simulator's schema; `llmsim validate` compares the two.
 """
 from profiler.executor.attention import AttentionBatch, PagedKVCache, build_batch, paged_attention
 from profiler.executor.model import LlamaDims, LlamaModel
-from profiler.executor.server import (Executor, ExecutorResult, VirtualClock, WallClock, prompt_tokens,
+from profiler.executor.server import (CPUClock, Executor, ExecutorResult, VirtualClock, WallClock, prompt_tokens,
                                       torch_threads)
 
-__all__ = ["AttentionBatch", "Executor", "ExecutorResult", "LlamaDims", "LlamaModel", "PagedKVCache",
+__all__ = ["AttentionBatch", "CPUClock", "Executor", "ExecutorResult", "LlamaDims", "LlamaModel", "PagedKVCache",
            "VirtualClock", "WallClock", "build_batch", "paged_attention", "prompt_tokens", "torch_threads"]

@@ -7,8 +7,10 @@ decodes are attended in one batched call, each prefill chunk in its own call.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -56,8 +58,6 @@ class AttentionBatch:
     decode_block_table: torch.Tensor | None  # [B, max_blocks] (padded with block 0)
     decode_lens: torch.Tensor | None  # [B] tokens each decode attends to (context + itself)
     block_size: int
-    decode_len_list: list[int] = field(default_factory=list)
-    decode_slots: torch.Tensor | None = None  # [Σ decode_lens] flat cache slots of every decode's context
 
     @property
     def num_decodes(self) -> int:
@@ -72,10 +72,14 @@ def build_batch(seqs: list[tuple[int, int, list[int]]], block_size: int,
     dec_blocks, dec_lens = [], []
     row = 0
     for num_new, ctx, blocks in seqs:
-        pos = range(ctx, ctx + num_new)
-        positions.extend(pos)
-        slots.extend(blocks[p // block_size] * block_size + p % block_size for p in pos)
         nb = -(-(ctx + num_new) // block_size)
+        if num_new == 1:
+            positions.append(np.array([ctx]))
+            slots.append(np.array([blocks[ctx // block_size] * block_size + ctx % block_size]))
+        else:
+            pos = np.arange(ctx, ctx + num_new)
+            positions.append(pos)
+            slots.append(np.asarray(blocks[:nb])[pos // block_size] * block_size + pos % block_size)
         if num_new == 1 and ctx > 0:
             dec_blocks.append(blocks[:nb])
             dec_lens.append(ctx + 1)
@@ -84,19 +88,65 @@ def build_batch(seqs: list[tuple[int, int, list[int]]], block_size: int,
                 raise ValueError("prefill segments must come before decode rows")
             prefills.append(PrefillSeg(row, num_new, ctx, torch.tensor(blocks[:nb], dtype=torch.long, device=device)))
         row += num_new
-    table = lens = dec_slots = None
+    table = lens = None
     if dec_lens:
         width = max(len(b) for b in dec_blocks)
         table = torch.tensor([b + [0] * (width - len(b)) for b in dec_blocks], dtype=torch.long, device=device)
         lens = torch.tensor(dec_lens, dtype=torch.long, device=device)
-        if torch.device(device).type == "cpu":  # the torch path's one-gather layout (vectorised)
-            offs = torch.arange(width * block_size)
-            every = (table[:, :, None] * block_size + torch.arange(block_size)).view(len(dec_lens), -1)
-            dec_slots = every[offs[None, :] < lens[:, None]]
     num_prefill_rows = sum(p.num_new for p in prefills)
-    return AttentionBatch(torch.tensor(positions, dtype=torch.long, device=device),
-                          torch.tensor(slots, dtype=torch.long, device=device), prefills, num_prefill_rows,
-                          table, lens, block_size, dec_lens, dec_slots)
+    return AttentionBatch(torch.from_numpy(np.concatenate(positions)).to(device),
+                          torch.from_numpy(np.concatenate(slots)).to(device), prefills, num_prefill_rows,
+                          table, lens, block_size)
+
+
+def paged_decode_attention_cpu(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                               block_table: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+    """Decode attention on CPU: o[B, Hq, D] for q[B, Hq, D] over a paged cache [NB, bs, Hkv, D].
+
+    Same contract as `profiler.kernels.attention.paged_decode_attention` (block_table [B, W], context
+    lengths [B] including the current token). One gather of every sequence's context, then per
+    sequence two batched GEMMs over its KV heads and a softmax (GQA: the G query heads of a KV head
+    share its K and V).
+    NOTE: a padded batched call is faster at uniform lengths but costs B·max(context), which no
+    aggregate shape (Σ context, num_seqs) predicts for ragged serving batches; this costs a
+    per-sequence constant plus work proportional to Σ context.
+    """
+    b, width = block_table.shape
+    bs, hkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    group = q.shape[1] // hkv
+    lens = context_lens.long()
+    every = (block_table.long()[:, :, None] * bs + torch.arange(bs, device=q.device)).view(b, width * bs)
+    slots = every[torch.arange(width * bs, device=q.device)[None, :] < lens[:, None]]
+    k = k_cache.view(-1, hkv, d)[slots].permute(1, 2, 0)  # [Hkv, D, Σctx]
+    v = v_cache.view(-1, hkv, d)[slots].transpose(0, 1)  # [Hkv, Σctx, D]
+    qs = (q * (1.0 / math.sqrt(d))).view(b, hkv, group, d)
+    out = torch.empty(b, hkv, group, d, dtype=q.dtype, device=q.device)
+    o0 = 0
+    for i, length in enumerate(lens.tolist()):  # per sequence: [Hkv, G, D] @ [Hkv, D, L] -> softmax -> @ V
+        p = torch.softmax(torch.bmm(qs[i], k[:, :, o0:o0 + length]), dim=-1)
+        torch.bmm(p, v[:, o0:o0 + length], out=out[i])
+        o0 += length
+    return out.view(b, hkv * group, d)
+
+
+def _prefill_kv(k_new, v_new, k_cache, v_cache, batch: AttentionBatch):
+    """Packed K/V of the prefill segments (cached context + chunk each) and int32 cu_seqlens for q and k."""
+    hkv, d = k_cache.shape[2], k_cache.shape[3]
+    ks, vs, cu_q, cu_k = [], [], [0], [0]
+    for seg in batch.prefills:
+        s, n, total = seg.start, seg.num_new, seg.ctx + seg.num_new
+        if seg.ctx == 0:  # whole prompt in this pass: its own K/V
+            ks.append(k_new[s:s + n])
+            vs.append(v_new[s:s + n])
+        else:  # a later chunk: cached context + this chunk, read through the block table
+            ks.append(k_cache[seg.blocks].view(-1, hkv, d)[:total])
+            vs.append(v_cache[seg.blocks].view(-1, hkv, d)[:total])
+        cu_q.append(cu_q[-1] + n)
+        cu_k.append(cu_k[-1] + total)
+    dev = k_new.device
+    k = ks[0] if len(ks) == 1 else torch.cat(ks)
+    v = vs[0] if len(vs) == 1 else torch.cat(vs)
+    return (k, v, torch.tensor(cu_q, dtype=torch.int32, device=dev), torch.tensor(cu_k, dtype=torch.int32, device=dev))
 
 
 def paged_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
@@ -104,38 +154,18 @@ def paged_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k
     """q [T, H, D]; k_new/v_new [T, Hkv, D] (already written to the cache); k/v_cache [NB, bs, Hkv, D].
 
     Returns o [T, H, D]. Query i of a segment with `ctx` cached tokens sees keys 0..ctx+i (causal).
-    NOTE: one SDPA call per sequence (prefill chunk or decode), so a pass costs a per-sequence
-    constant plus work proportional to its query-key pairs and KV reads — a function of the batch
-    aggregates a cost model sees. A padded batched decode is faster at uniform context lengths but
-    costs B·max(context), which no aggregate shape predicts for ragged batches.
+    CPU path: the profiler's torch varlen attention for prefill segments, `paged_decode_attention_cpu`
+    for decodes — the functions `llmsim profile` times on CPU.
     """
+    from profiler.kernels.attention import flash_attention_varlen_ref
+
     out = torch.empty_like(q)
-    hkv, d = k_cache.shape[2], k_cache.shape[3]
-    for seg in batch.prefills:
-        s, n, ctx = seg.start, seg.num_new, seg.ctx
-        qs = q[s:s + n].transpose(0, 1)  # [H, n, D]
-        if ctx == 0:  # whole prompt in this pass: its own K/V, plain causal attention
-            o = F.scaled_dot_product_attention(qs, k_new[s:s + n].transpose(0, 1), v_new[s:s + n].transpose(0, 1),
-                                               is_causal=True, enable_gqa=True)
-        else:  # a later chunk: cached context + this chunk, read through the block table
-            total = ctx + n
-            ks = k_cache[seg.blocks].view(-1, hkv, d)[:total]
-            vs = v_cache[seg.blocks].view(-1, hkv, d)[:total]
-            mask = (torch.arange(total, device=q.device)[None, :]
-                    <= (ctx + torch.arange(n, device=q.device))[:, None])
-            o = F.scaled_dot_product_attention(qs, ks.transpose(0, 1), vs.transpose(0, 1), attn_mask=mask,
-                                               enable_gqa=True)
-        out[s:s + n] = o.transpose(0, 1)
+    p = batch.num_prefill_rows
+    if batch.prefills:
+        k, v, cu_q, cu_k = _prefill_kv(k_new, v_new, k_cache, v_cache, batch)
+        out[:p] = flash_attention_varlen_ref(q[:p], k, v, cu_q, cu_k, causal=True)
     if batch.decode_lens is not None:
-        r0 = batch.num_prefill_rows
-        k_flat, v_flat = k_cache.view(-1, hkv, d), v_cache.view(-1, hkv, d)
-        slots = batch.decode_slots  # every decode's context, back to back: one gather for all
-        ks, vs = k_flat[slots].transpose(0, 1), v_flat[slots].transpose(0, 1)  # [Hkv, Σctx, D]
-        o0 = 0
-        for i, length in enumerate(batch.decode_len_list):
-            out[r0 + i] = F.scaled_dot_product_attention(q[r0 + i][:, None, :], ks[:, o0:o0 + length],
-                                                         vs[:, o0:o0 + length], enable_gqa=True)[:, 0]
-            o0 += length
+        out[p:] = paged_decode_attention_cpu(q[p:], k_cache, v_cache, batch.decode_block_table, batch.decode_lens)
     return out
 
 
@@ -146,26 +176,11 @@ def paged_attention_triton(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Te
     from profiler.kernels.attention import flash_attention_varlen, paged_decode_attention
 
     out = torch.empty_like(q)
-    hkv, d = k_cache.shape[2], k_cache.shape[3]
+    p = batch.num_prefill_rows
     if batch.prefills:
-        ks, vs, cu_q, cu_k = [], [], [0], [0]
-        for seg in batch.prefills:
-            s, n, total = seg.start, seg.num_new, seg.ctx + seg.num_new
-            if seg.ctx == 0:
-                ks.append(k_new[s:s + n])
-                vs.append(v_new[s:s + n])
-            else:
-                ks.append(k_cache[seg.blocks].view(-1, hkv, d)[:total])
-                vs.append(v_cache[seg.blocks].view(-1, hkv, d)[:total])
-            cu_q.append(cu_q[-1] + n)
-            cu_k.append(cu_k[-1] + total)
-        p = batch.num_prefill_rows
-        out[:p] = flash_attention_varlen(q[:p].contiguous(), torch.cat(ks), torch.cat(vs),
-                                         torch.tensor(cu_q, dtype=torch.int32, device=q.device),
-                                         torch.tensor(cu_k, dtype=torch.int32, device=q.device), causal=True)
+        k, v, cu_q, cu_k = _prefill_kv(k_new, v_new, k_cache, v_cache, batch)
+        out[:p] = flash_attention_varlen(q[:p].contiguous(), k.contiguous(), v.contiguous(), cu_q, cu_k, causal=True)
     if batch.decode_lens is not None:
-        r0 = batch.num_prefill_rows
-        out[r0:] = paged_decode_attention(q[r0:].contiguous(), k_cache, v_cache,
-                                          batch.decode_block_table.to(torch.int32),
-                                          batch.decode_lens.to(torch.int32))
+        out[p:] = paged_decode_attention(q[p:].contiguous(), k_cache, v_cache, batch.decode_block_table.to(torch.int32),
+                                         batch.decode_lens.to(torch.int32))
     return out

@@ -47,6 +47,31 @@ class LlamaDims:
         return self.num_layers * layer + 2 * self.vocab_size * e + e
 
     @classmethod
+    def from_spec(cls, spec, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5) -> "LlamaDims":
+        """From an hwmodels ModelSpec; UserError naming what a Llama decoder cannot run (MoE, biases, ...)."""
+        bad = []
+        if spec.is_moe:
+            bad.append(f"num_experts={spec.num_experts} (MoE)")
+        if spec.ffn_kind != "gated":
+            bad.append(f"ffn_kind={spec.ffn_kind!r} (needs 'gated', SwiGLU)")
+        if spec.pos_encoding != "rope":
+            bad.append(f"pos_encoding={spec.pos_encoding!r} (needs 'rope')")
+        if spec.norm != "rmsnorm":
+            bad.append(f"norm={spec.norm!r} (needs 'rmsnorm')")
+        if spec.sliding_window:
+            bad.append(f"sliding_window={spec.sliding_window} (needs 0)")
+        if spec.qkv_bias or spec.linear_bias:
+            bad.append("linear biases (needs none)")
+        if spec.head_dim * spec.num_heads != spec.hidden_size:
+            bad.append(f"head_dim={spec.head_dim} x num_heads={spec.num_heads} != hidden_size={spec.hidden_size}")
+        if bad:
+            raise UserError(f"model {spec.name!r}: the executor runs Llama-architecture decoders only; this one has "
+                            + "; ".join(bad))
+        return cls(hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size, num_layers=spec.num_layers,
+                   num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads, vocab_size=spec.vocab_size,
+                   max_position=spec.max_position, rms_norm_eps=rms_norm_eps, rope_theta=rope_theta)
+
+    @classmethod
     def from_hf_config(cls, path: str | Path) -> "LlamaDims":
         """Read a Hugging Face Llama `config.json` (a file, or a directory holding one)."""
         p = Path(path)
@@ -146,11 +171,11 @@ class LlamaModel:
         self.final_norm = norm_w()
         self.lm_head = w(dims.vocab_size, e)
         self.cos, self.sin = rope_tables(dims, dtype, self.device)
-        if backend == "triton":  # Triton GEMM takes B[K, N]: keep transposed copies of the weights
-            for layer in self.layers:
-                for name in ("qkv", "o", "gate_up", "down"):
-                    layer[name + "_t"] = layer[name].t().contiguous()
-            self.lm_head_t = self.lm_head.t().contiguous()
+        # Served GEMMs are x[T, K] @ W_t[K, N] (what the profiler times): keep transposed weights.
+        for layer in self.layers:
+            for name in ("qkv", "o", "gate_up", "down"):
+                layer[name + "_t"] = layer[name].t().contiguous()
+        self.lm_head_t = self.lm_head.t().contiguous()
 
     # -- pieces shared by both forwards -----------------------------------------------------------
     def _qkv(self, layer: dict, x: torch.Tensor, positions: torch.Tensor):
@@ -197,40 +222,56 @@ class LlamaModel:
     # -- served: packed varlen batch over the paged KV cache ------------------------------------
     @torch.inference_mode()
     def forward_packed(self, token_ids: torch.Tensor, batch: AttentionBatch, kv_cache,
-                       sample_rows: torch.Tensor) -> torch.Tensor:
-        """token_ids [T] of all sequences back to back -> logits [len(sample_rows), V].
+                       sample_rows: torch.Tensor, kernels: str | None = None) -> torch.Tensor:
+        """token_ids [T] of all sequences back to back -> logits [len(sample_rows), V] (float32).
 
         Writes each token's K/V into the paged cache at `batch.slot_mapping`, then attends every
-        query to its sequence's cached context plus the causal part of its own chunk.
+        query to its sequence's cached context plus the causal part of its own chunk. Every operator
+        is a function `llmsim profile` times: GEMM x @ W_t, rmsnorm, rope (q and k heads in one call),
+        varlen prefill / paged decode attention, swiglu. kernels="null" swaps those for stand-ins that
+        only allocate their outputs, leaving the glue around them (embedding, residual adds, KV writes,
+        views) — to measure that glue as its own operator.
         """
-        if self.backend == "triton":
-            return self._forward_packed_triton(token_ids, batch, kv_cache, sample_rows)
-        h = self.embed[token_ids]
-        for li, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, h, batch.positions)
-            kv_cache.write(li, batch.slot_mapping, k, v)
-            o = paged_attention(q, k, v, kv_cache.k[li], kv_cache.v[li], batch)  # [T, H, D]
-            h = h + F.linear(o.reshape(o.shape[0], -1), layer["o"])
-            h = h + self._mlp(layer, h)
-        return self.logits(h[sample_rows])
-
-    def _forward_packed_triton(self, token_ids, batch, kv_cache, sample_rows) -> torch.Tensor:
-        from profiler.kernels.elementwise import rmsnorm, rope, swiglu
-        from profiler.kernels.gemm import matmul
-
+        matmul, rmsnorm, swiglu, rope_qk, attention = self._kernels(kernels or self.backend, batch.positions)
         dims = self.dims
-        d, h_, hkv, eps = dims.head_dim, dims.num_heads, dims.num_kv_heads, dims.rms_norm_eps
+        d, nh, hkv, eps, inter = dims.head_dim, dims.num_heads, dims.num_kv_heads, dims.rms_norm_eps, \
+            dims.intermediate_size
         h = self.embed[token_ids]
         for li, layer in enumerate(self.layers):
-            qkv = matmul(rmsnorm(h, layer["attn_norm"], eps), layer["qkv_t"])
-            q = rope(qkv[:, : h_ * d].reshape(-1, h_, d), batch.positions, dims.rope_theta)
-            k = rope(qkv[:, h_ * d: (h_ + hkv) * d].reshape(-1, hkv, d), batch.positions, dims.rope_theta)
-            v = qkv[:, (h_ + hkv) * d:].reshape(-1, hkv, d).contiguous()
+            qkv = matmul(rmsnorm(h, layer["attn_norm"], eps), layer["qkv_t"])  # [T, (H+2Hkv)·D]
+            qk = rope_qk(qkv[:, : (nh + hkv) * d].reshape(-1, nh + hkv, d))
+            q, k = qk[:, :nh], qk[:, nh:]
+            v = qkv[:, (nh + hkv) * d:].reshape(-1, hkv, d)
             kv_cache.write(li, batch.slot_mapping, k, v)
-            o = paged_attention_triton(q, k, v, kv_cache.k[li], kv_cache.v[li], batch)
+            o = attention(q, k, v, kv_cache.k[li], kv_cache.v[li], batch)  # [T, H, D]
             h = h + matmul(o.reshape(o.shape[0], -1), layer["o_t"])
-            gu = matmul(rmsnorm(h, layer["mlp_norm"], eps), layer["gate_up_t"])
-            i = dims.intermediate_size
-            h = h + matmul(swiglu(gu[:, :i].contiguous(), gu[:, i:].contiguous()), layer["down_t"])
-        x = rmsnorm(h[sample_rows].contiguous(), self.final_norm, eps)
+            gu = matmul(rmsnorm(h, layer["mlp_norm"], eps), layer["gate_up_t"])  # [T, 2I]
+            h = h + matmul(swiglu(gu[:, :inter], gu[:, inter:]), layer["down_t"])
+        x = rmsnorm(h[sample_rows], self.final_norm, eps)
         return matmul(x, self.lm_head_t).float()
+
+    def _kernels(self, which: str, positions: torch.Tensor):
+        """(matmul, rmsnorm, swiglu, rope over [T, heads, D], attention) of one kernel set."""
+        if which == "triton":
+            from profiler.kernels.elementwise import rmsnorm, rope, swiglu
+            from profiler.kernels.gemm import matmul
+
+            theta = self.dims.rope_theta
+            return matmul, rmsnorm, swiglu, (lambda x: rope(x, positions, theta)), paged_attention_triton
+        if which == "null":
+            self.cos[positions], self.sin[positions]  # the per-pass gather the torch set does
+            return (lambda a, b: a.new_empty(a.shape[0], b.shape[1]), lambda x, w, eps: x,
+                    lambda g, u: g, lambda x: x, lambda q, k, v, kc, vc, b: q)
+        if which != "torch":
+            raise ValueError(f"kernels={which!r}: allowed 'torch', 'triton', 'null'")
+        from profiler.kernels.elementwise import rmsnorm_ref, swiglu_ref
+        from profiler.kernels.gemm import matmul_ref
+
+        half = self.dims.head_dim // 2
+        c, s = self.cos[positions, :half][:, None, :], self.sin[positions, :half][:, None, :]
+
+        def rope_qk(x: torch.Tensor) -> torch.Tensor:  # cos/sin gathered once per pass: the sweep's torch rope
+            x1, x2 = x[..., :half], x[..., half:]
+            return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1)
+
+        return matmul_ref, rmsnorm_ref, swiglu_ref, rope_qk, paged_attention

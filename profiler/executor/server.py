@@ -60,6 +60,37 @@ class WallClock:
         """The pass really took its time; nothing to add."""
 
 
+class CPUClock:
+    """This thread's CPU seconds since `start()`, plus idle gaps: the executor's time on a core of its own.
+
+    On a shared machine other processes take the core away mid-pass and wall-clock passes stretch;
+    thread CPU time counts only the time the executor ran (with one torch thread all of its work is
+    on this thread). Idle waits do not sleep: the clock jumps to the next arrival, as it would have
+    had the executor slept. Arrival order semantics are unchanged: requests that arrive while a pass
+    runs wait for the next pass. NOTE: cache and memory-bandwidth interference from other processes
+    is still counted.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.thread_time()
+        self.idle_s = 0.0
+
+    def start(self) -> None:
+        self.t0 = time.thread_time()
+        self.idle_s = 0.0
+
+    def now(self) -> float:
+        return time.thread_time() - self.t0 + self.idle_s
+
+    def sleep_until(self, t: float) -> None:
+        dt = t - self.now()
+        if dt > 0:
+            self.idle_s += dt
+
+    def pass_done(self, shape: BatchShape) -> None:
+        """The pass's CPU time is already on the clock."""
+
+
 class VirtualClock:
     """Simulated seconds: a pass takes `step_seconds(shape)`, idle waits jump to the next arrival."""
 
@@ -102,6 +133,7 @@ class ExecutorResult:
     itl_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # inter-token gaps, as core.itl_s records
     token_times_s: dict[int, list[float]] = field(default_factory=dict)  # end of the pass that emitted each token
     plans: list[dict[int, int]] = field(default_factory=list)  # request id -> tokens, per pass
+    shapes: list[BatchShape] = field(default_factory=list)  # each pass's shape, in `steps` order
     wall_s: float = 0.0
 
 
@@ -202,6 +234,7 @@ class Executor:
         pending = sorted(requests, key=lambda r: (r.arrival_s, r.id))
         steps: list[tuple] = []
         plans: list[dict[int, int]] = []
+        shapes: list[BatchShape] = []
         i, n = 0, len(pending)
         wall0 = time.perf_counter()
         clock.start()
@@ -234,10 +267,11 @@ class Executor:
             core.complete(plan, end)
             i = admit(end)  # arrivals during the pass were queued meanwhile; they wait for the next pass
             steps.append(self._step_row(plan, now, end))
+            shapes.append(plan.shape)
         wall_s = time.perf_counter() - wall0
         outputs = {r.id: self.tokens[r.id][r.prompt_len:] for r in pending if r.id in self.tokens}
         return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs,
-                              np.asarray(core.itl_s, dtype=np.float64), dict(self.token_times_s), plans, wall_s)
+                              np.asarray(core.itl_s, dtype=np.float64), dict(self.token_times_s), plans, shapes, wall_s)
 
     def _step_row(self, plan: BatchPlan, start: float, end: float) -> tuple:
         """One `steps` row, taken after `core.complete` (as the simulator records it)."""

@@ -1,0 +1,529 @@
+"""`llmsim validate`: the real executor vs the simulator on the same config, device and request list.
+
+    profile this CPU (kernels + the executor's own glue, op by op)  ──►  ProfiledCostModel
+    build the workload once ──► serve it on the real executor (wall clock)   ─┐
+                           └──► replay it in the simulator (calibrated cost) ─┴─► per-metric errors
+
+The cost model is calibrated only from op-level measurements (the profile table), never from the
+executor's serving timings. Errors are signed: simulated / measured − 1. The executor and the
+simulator build their ReplicaCore from the same config with the same policy factories.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+
+from hwmodels.cost import CostModel, OpCost, StepCost
+from hwmodels.errors import UserError
+from hwmodels.shapes import BatchShape
+from simulator.config import Config, load_config, merge, validate_config
+from simulator.metrics import request_latencies, summarize
+from simulator.simulate import resolve, simulate
+from simulator.workload import build_workload
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_LLAMA = REPO / "examples" / "tiny-llama" / "config.json"
+MAX_KV_CACHE_BYTES = 4e9  # the executor allocates its KV cache in host memory; refuse more than this
+ERROR_KEYS = ("ttft_p50", "ttft_p90", "ttft_p99", "tpot_p50", "tpot_p90", "tpot_p99", "e2e_p50", "e2e_p90",
+              "e2e_p99", "throughput", "step_time")
+DEFAULT_CHECK = ("ttft_p50", "tpot_p50", "e2e_p50")
+
+
+def quick_config(scheduler: str = "vllm") -> dict[str, Any]:
+    """The --quick preset: tiny-llama (4 layers, hidden 256) on this CPU, a few hundred short requests.
+
+    Steps take a few ms (decode batches) to tens of ms (prompt batches) on one core; the run takes
+    about a minute at 70 % load.
+    """
+    sched: dict[str, Any] = {"kind": scheduler, "max_batch_size": 64}
+    if scheduler in ("sarathi", "splitfuse"):
+        sched["chunk_size"] = 256
+    else:
+        sched["max_num_batched_tokens"] = 2048
+    return {
+        "model": {"name": "tiny-llama", "hf_config": str(TINY_LLAMA)},
+        "quant": {"dtype": "fp32"},
+        "scheduler": sched,
+        "kv_cache": {"kind": "paged", "block_size": 16, "num_blocks": 1024},
+        "workload": {"kind": "synthetic", "num_requests": 300,
+                     "arrival": {"process": "poisson", "rate_per_s": 10.0},
+                     "input_len": {"kind": "uniform", "low": 32, "high": 256},
+                     "output_len": {"kind": "uniform", "low": 8, "high": 64}},
+        "simulation": {"seed": 0},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- cost
+@dataclass(frozen=True)
+class WithExecutorOverhead:
+    """A cost model plus the executor's measured per-pass glue (op "executor_overhead" of the profile)."""
+
+    base: CostModel
+    per_pass_s: float
+    per_seq_s: float
+    per_token_s: float
+
+    def _overhead(self, shape: BatchShape) -> float:
+        if shape.num_tokens <= 0:
+            return 0.0
+        return self.per_pass_s + self.per_seq_s * shape.num_seqs + self.per_token_s * shape.num_tokens
+
+    def stage_seconds(self, shape: BatchShape) -> float:
+        return self.base.stage_seconds(shape) + self._overhead(shape)
+
+    def p2p_seconds(self, shape: BatchShape) -> float:
+        return self.base.p2p_seconds(shape)
+
+    def step_cost(self, shape: BatchShape) -> StepCost:
+        c = self.base.step_cost(shape)
+        o = self._overhead(shape)
+        return StepCost(c.total_s + o, c.stage_s + o,
+                        (*c.ops, OpCost("executor_overhead", "overhead", o, source="measured")))
+
+
+def overhead_rows(profile: Path) -> list[tuple[int, int, float]]:
+    from hwmodels.profiled import read_profile
+    from profiler.executor.overhead import OP
+
+    df, _ = read_profile(profile)
+    sub = df[df["op"] == OP]
+    return [(int(r.num_seqs), int(r.num_tokens), float(r.median_s)) for r in sub.itertuples()]
+
+
+# ---------------------------------------------------------------------------------------------- profile
+def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_spec: Optional[Path], quick: bool,
+                   say: Callable[[str], None]) -> tuple[Path, Path]:
+    """(profile table, device spec YAML): measured now on this CPU for what is not given."""
+    from hwmodels.models import resolve_model
+    from profiler.devices import cpu_device_spec, device_name, run_metadata, write_device_spec
+    from profiler.executor import LlamaModel
+    from profiler.executor.overhead import DEFAULT_GRID, OP, time_glue
+    from profiler.sweep import SweepConfig, run_sweep
+    from profiler.table import append_rows, row
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if device_spec is None:
+        say("measuring this CPU (peak matmul FLOP/s, copy bandwidth)")
+        device_spec = write_device_spec(work_dir / "cpu.yaml", cpu_device_spec(quick=quick))
+    spec = resolve_model(cfg.model)
+    if profile is None:
+        profile = work_dir / "profile.parquet"
+        say(f"profiling {spec.name} kernels on this CPU -> {profile}")
+        run_sweep(SweepConfig(model=spec, device="cpu", dtype=cfg.quant.dtype,
+                              ops=("gemm", "attention", "decode", "elementwise"), quick=quick,
+                              min_time_s=0.02 if quick else 0.05), profile, progress=False)
+    if not overhead_rows(profile):
+        say("profiling the executor's per-pass glue (op executor_overhead)")
+        model = LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
+        label = device_name("cpu")
+        rows = []
+        for s, t in DEFAULT_GRID:
+            sec = time_glue(model, s, t, cfg.kv_cache.block_size, min_time_s=0.02 if quick else 0.05)
+            rows.append(row(label, OP, "torch", cfg.quant.dtype, sec, sec, sec, 1, name="glue",
+                            num_seqs=s, num_tokens=t, block_size=cfg.kv_cache.block_size))
+        append_rows(profile, rows, run_metadata("cpu", note="executor overhead (null-kernel passes)"))
+    return profile, device_spec
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in table:
+        raise UserError(f"quant.dtype = {dtype!r}: the executor runs fp32, bf16 or fp16")
+    return table[dtype]
+
+
+def _dims(cfg: Config, spec):
+    from profiler.executor import LlamaDims
+
+    theta, eps = 10000.0, 1e-5
+    if cfg.model.hf_config:
+        p = Path(cfg.model.hf_config)
+        p = p / "config.json" if p.is_dir() else p
+        raw = json.loads(p.read_text())
+        theta, eps = float(raw.get("rope_theta", theta)), float(raw.get("rms_norm_eps", eps))
+    return LlamaDims.from_spec(spec, rope_theta=theta, rms_norm_eps=eps)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class ValidationResult:
+    config: Config
+    measured: dict
+    simulated: dict
+    errors: dict[str, float | None]
+    measured_requests: pd.DataFrame
+    measured_steps: pd.DataFrame
+    simulated_requests: pd.DataFrame
+    simulated_steps: pd.DataFrame
+    predicted_step_s: np.ndarray  # the cost model on each measured pass's shape
+    capacity_per_s: float | None
+    rate_per_s: float | None
+    profile: str
+    device_spec: str
+    threads: int
+    clock: str = "wall"
+    load_avg: dict[str, list[float]] = field(default_factory=dict)
+    wall_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return _json_ready({
+            "errors": self.errors, "measured": self.measured, "simulated": self.simulated,
+            "step_time": _step_stats(self.measured_steps, self.predicted_step_s, self.simulated_steps),
+            "capacity_per_s": self.capacity_per_s, "rate_per_s": self.rate_per_s,
+            "load": (self.rate_per_s / self.capacity_per_s if self.rate_per_s and self.capacity_per_s else None),
+            "profile": self.profile, "device_spec": self.device_spec, "torch_threads": self.threads,
+            "clock": self.clock,
+            "load_avg": self.load_avg, "wall_s": self.wall_s, "notes": self.notes,
+            "config": self.config.model_dump(mode="json"),
+        })
+
+
+def check_executable(cfg: Config) -> None:
+    """UserError naming the field if the executor (one dense Llama replica on this CPU) cannot run cfg."""
+    p = cfg.parallel
+    if (p.tp, p.pp, p.ep, p.replicas) != (1, 1, 1, 1):
+        raise UserError(f"parallel = tp {p.tp}, pp {p.pp}, ep {p.ep}, replicas {p.replicas}: validate runs one "
+                        "replica on one device; set all four to 1")
+    if cfg.kv_cache.kind != "paged":
+        raise UserError(f"kv_cache.kind = {cfg.kv_cache.kind!r}: the executor's attention reads a paged cache; "
+                        "use 'paged'")
+    q = cfg.quant
+    if q.weights != q.dtype or q.kv != q.dtype or q.weight_method != "none":
+        raise UserError(f"quant = weights {q.weights}, kv {q.kv}, method {q.weight_method}: the executor runs "
+                        f"weights and KV in quant.dtype ({q.dtype}); unset weight_dtype/kv_dtype/weight_method")
+    _torch_dtype(q.dtype)
+
+
+def with_rate(cfg: Config, rate_per_s: float) -> Config:
+    if cfg.workload.kind != "synthetic":
+        raise UserError("--load: sets the arrival rate of a synthetic workload; this config replays a trace "
+                        "(use workload.rate_scale instead)")
+    data = cfg.model_dump(mode="python")
+    data["workload"]["arrival"] = {**data["workload"]["arrival"], "process": "poisson", "rate_per_s": rate_per_s}
+    return validate_config(data, "validate --load")
+
+
+def simulated_capacity(cfg: Config, cost_model: CostModel) -> float:
+    """Requests/s the simulator sustains when every request of the workload arrives at t=0."""
+    if cfg.workload.kind != "synthetic":
+        raise UserError("--load needs a synthetic workload")
+    data = cfg.model_dump(mode="python")
+    data["workload"]["arrival"] = {"process": "burst", "rate_per_s": 1.0}
+    res = simulate(validate_config(data, "validate capacity"), cost_model=cost_model)
+    thr = res.summary["request_throughput_per_s"]
+    if not thr:
+        raise UserError("capacity estimate: no request finished in the offline simulation; check the workload")
+    return float(thr)
+
+
+def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = None,
+                   device_spec: Optional[Path] = None, load: Optional[float] = None, threads: int = 1,
+                   quick: bool = False, clock: str = "wall",
+                   say: Callable[[str], None] = lambda s: None) -> ValidationResult:
+    """Profile (if needed), serve the workload on the executor, simulate it, and compare."""
+    import torch
+
+    from hwmodels.profiled import ProfiledCostModel
+    from profiler.executor import CPUClock, Executor, LlamaModel, WallClock, torch_threads
+    from profiler.executor.server import make_core
+
+    check_executable(cfg)
+    loads = {"start": list(os.getloadavg())}
+    wall: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with torch_threads(threads):
+        profile, device_spec = ensure_profile(cfg, work_dir, profile, device_spec, quick, say)
+        wall["profile_s"] = time.perf_counter() - t0
+        data = cfg.model_dump(mode="python")
+        data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
+        data["cost_model"] = {"kind": "profiled", "profile": str(profile)}
+        cfg = validate_config(data, "validate")
+        sc = resolve(cfg)
+        if not isinstance(sc.cost_model, ProfiledCostModel):
+            raise UserError("validate needs the profiled cost model")
+        from profiler.executor.overhead import fit_overhead
+
+        ov = fit_overhead(overhead_rows(profile))
+        cost = WithExecutorOverhead(sc.cost_model, ov.per_pass_s, ov.per_seq_s, ov.per_token_s)
+        spec = sc.model
+        dims = _dims(cfg, spec)
+        kv_bytes = sc.num_kv_blocks * cfg.kv_cache.block_size * spec.kv_bytes_per_token(cfg.quant.kv)
+        if kv_bytes > MAX_KV_CACHE_BYTES:
+            raise UserError(f"kv_cache.num_blocks: {sc.num_kv_blocks} blocks would take {kv_bytes / 1e9:.1f} GB of "
+                            f"host memory for the executor's KV cache (limit {MAX_KV_CACHE_BYTES / 1e9:.0f} GB); "
+                            "set kv_cache.num_blocks")
+
+        capacity = rate = None
+        if load is not None:
+            capacity = simulated_capacity(cfg, cost)
+            rate = load * capacity
+            cfg = with_rate(cfg, rate)
+            say(f"simulated capacity {capacity:.2f} req/s; serving at {load:.0%} of it = {rate:.2f} req/s")
+        elif cfg.workload.kind == "synthetic":
+            rate = cfg.workload.arrival.rate_per_s
+        wl = build_workload(cfg.workload, cfg.simulation.seed)
+
+        say(f"serving {len(wl)} requests on the executor ({dims.num_layers} layers, hidden {dims.hidden_size}, "
+            f"{threads} thread{'s' if threads > 1 else ''}); arrivals in real time")
+        model = LlamaModel(dims, seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
+        core = make_core(cfg.scheduler, cfg.kv_cache, sc.num_kv_blocks, sc.max_model_len)
+        if clock not in ("wall", "cpu"):
+            raise UserError(f"--clock = {clock!r}: allowed 'wall' (real time) or 'cpu' (the executor's own CPU time)")
+        ex = Executor(model, core, clock=WallClock() if clock == "wall" else CPUClock(), seed=cfg.simulation.seed)
+        ex.warmup(((256, 0), (64, 0), (1, 128), (1, 16)))
+        gc.collect()
+        gc.disable()  # NOTE: a collection pause would land inside some pass; serving runs without one
+        t1 = time.perf_counter()
+        try:
+            measured = ex.serve(wl.to_requests())
+        finally:
+            gc.enable()
+        wall["executor_s"] = time.perf_counter() - t1
+        loads["after_executor"] = list(os.getloadavg())
+        del torch
+
+    say("simulating the same requests with the calibrated cost model")
+    t2 = time.perf_counter()
+    sim = simulate(cfg, requests=wl.to_requests(), cost_model=cost)
+    wall["simulate_s"] = time.perf_counter() - t2
+    kw = dict(slo=cfg.slo, num_gpus=1, usd_per_gpu_hour=0.0, kv_blocks_total=sc.num_kv_blocks,
+              block_size=cfg.kv_cache.block_size)
+    meas_summary = summarize(measured.requests, measured.steps, measured.itl_s, **kw)
+    predicted = np.array([cost.stage_seconds(s) for s in measured.shapes])
+    errors = compute_errors(meas_summary, sim.summary, measured.steps, sim.steps)
+    notes = list(sim.summary.get("notes", []))
+    return ValidationResult(cfg, meas_summary, sim.summary, errors, measured.requests, measured.steps, sim.requests,
+                            sim.steps, predicted, capacity, rate, str(profile), str(device_spec), threads, clock, loads,
+                            wall, notes)
+
+
+def _rel(sim: float | None, meas: float | None) -> float | None:
+    if sim is None or meas is None or not meas or not math.isfinite(sim) or not math.isfinite(meas):
+        return None
+    return sim / meas - 1.0
+
+
+def compute_errors(meas: dict, sim: dict, meas_steps: pd.DataFrame, sim_steps: pd.DataFrame) -> dict[str, float | None]:
+    """Signed relative errors simulated / measured − 1 per metric (None where undefined)."""
+    out: dict[str, float | None] = {}
+    for metric in ("ttft", "tpot", "e2e"):
+        for q in ("p50", "p90", "p99"):
+            out[f"{metric}_{q}"] = _rel(sim[f"{metric}_s"][q], meas[f"{metric}_s"][q])
+    out["throughput"] = _rel(sim["output_throughput_tokens_per_s"], meas["output_throughput_tokens_per_s"])
+    ms = (meas_steps["end_s"] - meas_steps["start_s"]).mean() if len(meas_steps) else None
+    ss = (sim_steps["end_s"] - sim_steps["start_s"]).mean() if len(sim_steps) else None
+    out["step_time"] = _rel(ss, ms)
+    return out
+
+
+def _step_stats(meas_steps: pd.DataFrame, predicted: np.ndarray, sim_steps: pd.DataFrame) -> dict:
+    d = (meas_steps["end_s"] - meas_steps["start_s"]).to_numpy()
+    s = (sim_steps["end_s"] - sim_steps["start_s"]).to_numpy()
+    out = {"num_measured": int(d.size), "num_simulated": int(s.size),
+           "measured_mean_s": float(d.mean()) if d.size else None,
+           "simulated_mean_s": float(s.mean()) if s.size else None}
+    if d.size and predicted.size == d.size:
+        ratio = predicted / np.maximum(d, 1e-12)
+        out.update(predicted_on_measured_shapes_mean_s=float(predicted.mean()),
+                   predicted_over_measured_sum=float(predicted.sum() / d.sum()) - 1.0,
+                   predicted_over_measured_median=float(np.median(ratio)) - 1.0,
+                   predicted_over_measured_p10=float(np.percentile(ratio, 10)) - 1.0,
+                   predicted_over_measured_p90=float(np.percentile(ratio, 90)) - 1.0)
+        dec = (meas_steps["prefill_tokens"] == 0).to_numpy()
+        for name, m in (("decode_only", dec), ("with_prefill", ~dec)):
+            if m.any():
+                out[f"{name}_predicted_over_measured_sum"] = float(predicted[m].sum() / d[m].sum()) - 1.0
+    return out
+
+
+def _json_ready(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- output
+def error_table(res: ValidationResult):
+    from rich.table import Table
+
+    t = Table(title="llmsim validate: simulator vs real executor", header_style="bold")
+    for col, j in (("metric", "left"), ("measured", "right"), ("simulated", "right"), ("error", "right")):
+        t.add_column(col, justify=j)
+    m, s = res.measured, res.simulated
+
+    def ms(x):
+        return "–" if x is None else f"{x * 1e3:,.2f} ms"
+
+    def err(k):
+        e = res.errors.get(k)
+        return "–" if e is None else f"{e:+.1%}"
+
+    for metric, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "E2E")):
+        for q in ("p50", "p90", "p99"):
+            t.add_row(f"{label} {q}", ms(m[f"{metric}_s"][q]), ms(s[f"{metric}_s"][q]), err(f"{metric}_{q}"))
+    thr = "output_throughput_tokens_per_s"
+    t.add_row("throughput (tok/s)", f"{m[thr]:,.1f}" if m[thr] else "–", f"{s[thr]:,.1f}" if s[thr] else "–",
+              err("throughput"))
+    st = _step_stats(res.measured_steps, res.predicted_step_s, res.simulated_steps)
+    t.add_row("per-step time (mean)", ms(st["measured_mean_s"]), ms(st["simulated_mean_s"]), err("step_time"))
+    if "predicted_over_measured_sum" in st:
+        t.add_row("cost model on measured passes", ms(st["measured_mean_s"]),
+                  ms(st["predicted_on_measured_shapes_mean_s"]), f"{st['predicted_over_measured_sum']:+.1%}")
+    t.add_row("requests finished", str(m["num_finished"]), str(s["num_finished"]), "")
+    t.add_row("passes", str(m["num_steps"]), str(s["num_steps"]), "")
+    t.add_row("preemptions", str(m["num_preemptions"]), str(s["num_preemptions"]), "")
+    return t
+
+
+def report_figure(res: ValidationResult):
+    """Plotly figure: simulated vs measured CDFs of TTFT, TPOT, e2e; per-pass times."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=3, subplot_titles=(
+        "TTFT CDF", "TPOT CDF", "E2E latency CDF", "pass time: cost model vs measured (same passes)",
+        "pass time over the run", "pass time by tokens in the pass"))
+    lat_m, lat_s = request_latencies(res.measured_requests), request_latencies(res.simulated_requests)
+    colors = {"measured": "#1f77b4", "simulated": "#ff7f0e"}
+    for col, key in enumerate(("ttft_s", "tpot_s", "e2e_s"), start=1):
+        for name, lat in (("measured", lat_m), ("simulated", lat_s)):
+            x = np.sort(lat[key]) * 1e3
+            y = np.arange(1, x.size + 1) / max(1, x.size)
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, line={"color": colors[name]},
+                                     legendgroup=name, showlegend=col == 1), row=1, col=col)
+        fig.update_xaxes(title_text="ms", row=1, col=col)
+    d_m = (res.measured_steps["end_s"] - res.measured_steps["start_s"]).to_numpy() * 1e3
+    p = res.predicted_step_s * 1e3
+    if d_m.size:
+        fig.add_trace(go.Scatter(x=d_m, y=p, mode="markers", marker={"size": 3, "color": "#2ca02c"},
+                                 name="pass (measured, predicted)"), row=2, col=1)
+        hi = float(max(d_m.max(), p.max() if p.size else 0))
+        fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", line={"dash": "dot", "color": "gray"},
+                                 name="y = x"), row=2, col=1)
+    fig.update_xaxes(title_text="measured ms", row=2, col=1)
+    fig.update_yaxes(title_text="predicted ms", row=2, col=1)
+    for name, steps in (("measured", res.measured_steps), ("simulated", res.simulated_steps)):
+        dur = (steps["end_s"] - steps["start_s"]).to_numpy() * 1e3
+        fig.add_trace(go.Scatter(x=steps["start_s"], y=dur, mode="markers", marker={"size": 3, "color": colors[name]},
+                                 name=name, legendgroup=name, showlegend=False), row=2, col=2)
+        fig.add_trace(go.Scatter(x=steps["num_tokens"], y=dur, mode="markers",
+                                 marker={"size": 3, "color": colors[name]}, name=name, legendgroup=name,
+                                 showlegend=False), row=2, col=3)
+    fig.update_xaxes(title_text="s since start", row=2, col=2)
+    fig.update_xaxes(title_text="tokens", type="log", row=2, col=3)
+    fig.update_yaxes(title_text="ms", row=2, col=2)
+    fig.update_yaxes(title_text="ms", row=2, col=3)
+    fig.update_layout(height=800, title=f"llmsim validate — {res.config.scheduler.kind}, "
+                                        f"{res.config.model.name}, rate {res.rate_per_s or 0:.2f} req/s")
+    return fig
+
+
+def write_report(res: ValidationResult, path: Path) -> Path:
+    fig = report_figure(res)
+    rows = "".join(f"<tr><td>{k}</td><td>{'–' if v is None else f'{v:+.1%}'}</td></tr>" for k, v in res.errors.items())
+    head = (f"<h2>llmsim validate</h2><p>errors = simulated / measured − 1; profile {res.profile}; "
+            f"torch threads {res.threads}; load average {res.load_avg}</p><table border=1>{rows}</table>")
+    html = fig.to_html(include_plotlyjs=True, full_html=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html.replace("<body>", "<body>" + head, 1))
+    return path
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def validate(
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON config (model, scheduler, KV, workload)"),
+        quick: bool = typer.Option(False, "--quick", help="quick preset: tiny-llama, 300 requests, quick profile"),
+        scheduler: Optional[str] = typer.Option(None, help="override scheduler.kind (vllm | sarathi | ...)"),
+        num_requests: Optional[int] = typer.Option(None, "--num-requests", help="override the request count"),
+        load: Optional[float] = typer.Option(None, help="arrival rate as a fraction of simulated capacity "
+                                                        "(synthetic workloads; --quick default 0.7)"),
+        profile: Optional[Path] = typer.Option(None, help="existing profile table of this CPU (else measured now)"),
+        device_spec: Optional[Path] = typer.Option(None, "--device-spec", help="CPU spec YAML (else measured now)"),
+        threads: int = typer.Option(1, help="torch CPU threads for profiling and serving (1: stable on shared "
+                                            "machines)"),
+        out: Path = typer.Option(Path("validate-out"), help="folder for profile, report.html, result.json"),
+        max_error: float = typer.Option(0.10, "--max-error", help="exit 1 if |error| of a checked metric exceeds this"),
+        check: str = typer.Option(",".join(DEFAULT_CHECK), help="comma-separated metrics --max-error applies to"),
+        clock: str = typer.Option("wall", help="executor clock: wall (real time) | cpu (its own thread CPU time: "
+                                               "a core of its own on a shared machine)"),
+        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    ) -> None:
+        """Real executor vs simulator on the same config: per-metric errors, JSON, and an HTML report."""
+        if not (0 < max_error):
+            raise UserError(f"--max-error = {max_error}: must be > 0")
+        checked = [c.strip() for c in check.split(",") if c.strip()]
+        bad = [c for c in checked if c not in ERROR_KEYS]
+        if bad:
+            raise UserError(f"--check = {check!r}: unknown metric(s) {bad}; allowed: {', '.join(ERROR_KEYS)}")
+        if load is not None and not 0 < load:
+            raise UserError(f"--load = {load}: must be > 0 (a fraction of capacity, e.g. 0.7)")
+        if threads < 1:
+            raise UserError(f"--threads = {threads}: must be >= 1")
+        if config is not None:
+            data = load_config(config).model_dump(mode="python")
+            source = str(config)
+        elif quick:
+            data, source = quick_config(scheduler or "vllm"), "--quick preset"
+            if load is None:
+                load = 0.7
+        else:
+            raise UserError("validate: give --config FILE (see examples/validate-*.yaml) or --quick")
+        over: dict[str, Any] = {}
+        if scheduler is not None and data["scheduler"].get("kind") != scheduler:
+            base = quick_config(scheduler)["scheduler"] if quick else {"kind": scheduler}
+            over["scheduler"] = base
+        if num_requests is not None:
+            if data["workload"].get("kind") == "synthetic":
+                over["workload"] = {"num_requests": num_requests}
+            else:
+                over["workload"] = {"num_requests": num_requests}
+        cfg = validate_config(merge(data, over), f"{source} + flags")
+
+        console_err = None
+        if not as_json:
+            from rich.console import Console
+
+            console_err = Console(stderr=True)
+        say = (lambda s: console_err.print(f"[dim]{s}[/dim]")) if console_err else (lambda s: None)
+        res = run_validation(cfg, work_dir=out, profile=profile, device_spec=device_spec, load=load,
+                             threads=threads, quick=quick, clock=clock, say=say)
+        out.mkdir(parents=True, exist_ok=True)
+        payload = res.as_json()
+        (out / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
+        report = write_report(res, out / "report.html")
+        failed = [k for k in checked if res.errors.get(k) is None or abs(res.errors[k]) > max_error]
+        payload["checked"] = {"metrics": checked, "max_error": max_error, "failed": failed}
+        if as_json:
+            typer.echo(json.dumps(payload, indent=2))
+        else:
+            from rich.console import Console
+
+            c = Console()
+            c.print(error_table(res))
+            c.print(f"report: {report}   json: {out / 'result.json'}   load average (1/5/15 min): "
+                    f"{res.load_avg}")
+            if failed:
+                c.print(f"[red]errors above --max-error {max_error:.0%}: {', '.join(failed)}[/red]")
+        if failed:
+            raise typer.Exit(1)

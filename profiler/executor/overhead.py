@@ -1,0 +1,90 @@
+"""The executor's own per-pass overhead, measured as one more operator of the profile table.
+
+`llmsim profile` times the kernels of a pass (GEMMs, norms, RoPE, attention, SwiGLU). What it does
+not time is the glue around them: building the packed batch from a plan (positions, KV slots, block
+tables), the embedding lookup, residual adds, KV-cache writes, views, greedy sampling and moving the
+sampled ids back to Python. This module times exactly that glue — the executor's pass with every
+profiled kernel replaced by a stand-in that only allocates its output (`kernels="null"`) — over a
+grid of (sequences, tokens), and writes rows with op "executor_overhead" to the profile table.
+A cost model adds `a + b·num_seqs + c·num_tokens` fitted on those rows (non-negative least squares).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from profiler.executor.attention import PagedKVCache, build_batch
+from profiler.executor.model import LlamaModel
+from profiler.timing import bench
+
+OP = "executor_overhead"
+# (num_seqs, num_tokens): decode batches (tokens == seqs) and prefills (one or a few prompts).
+DEFAULT_GRID = ((1, 1), (4, 4), (16, 16), (48, 48), (1, 64), (1, 256), (2, 512), (8, 136))
+DECODE_CONTEXT = 64  # context of each decode row in the grid; the glue does not read the KV
+
+
+def _case(num_seqs: int, num_tokens: int, block_size: int) -> list[tuple[int, int, list[int]]]:
+    """(num_new, ctx, blocks) rows: decodes if tokens == seqs, else equal prompt chunks from scratch."""
+    rows, nxt = [], 0
+    for i in range(num_seqs):
+        if num_tokens == num_seqs:
+            new, ctx = 1, DECODE_CONTEXT
+        else:
+            new, ctx = num_tokens // num_seqs + (1 if i < num_tokens % num_seqs else 0), 0
+        nb = -(-(new + ctx) // block_size)
+        rows.append((new, ctx, list(range(nxt, nxt + nb))))
+        nxt += nb
+    return rows
+
+
+def time_glue(model: LlamaModel, num_seqs: int, num_tokens: int, block_size: int = 16,
+              min_time_s: float = 0.05) -> float:
+    """Median seconds of one pass's glue (batch building, null-kernel forward, sampling) at this shape."""
+    rows = _case(num_seqs, num_tokens, block_size)
+    dims = model.dims
+    nblocks = sum(len(b) for _, _, b in rows)
+    cache = PagedKVCache(dims.num_layers, nblocks, block_size, dims.num_kv_heads, dims.head_dim, model.dtype,
+                         model.device)
+    ids = [0] * num_tokens
+    sample = np.cumsum([n for n, _, _ in rows]) - 1
+
+    def one_pass() -> list[int]:
+        batch = build_batch(rows, block_size, model.device)
+        token_ids = torch.tensor(ids, dtype=torch.long, device=model.device)
+        logits = model.forward_packed(token_ids, batch, cache, torch.tensor(sample, device=model.device),
+                                      kernels="null")
+        return logits.argmax(dim=-1).tolist()
+
+    return bench(one_pass, model.device.type, min_time_s=min_time_s, max_samples=200).median_s
+
+
+@dataclass(frozen=True)
+class OverheadFit:
+    """Seconds of executor glue per pass: a + b·num_seqs + c·num_tokens (non-negative)."""
+
+    per_pass_s: float
+    per_seq_s: float
+    per_token_s: float
+
+    def seconds(self, num_seqs: int, num_tokens: int) -> float:
+        return self.per_pass_s + self.per_seq_s * num_seqs + self.per_token_s * num_tokens
+
+
+def fit_overhead(rows: list[tuple[int, int, float]]) -> OverheadFit:
+    """Non-negative least squares in relative error over (num_seqs, num_tokens, seconds) rows."""
+    a = np.array([[1.0, s, t] for s, t, _ in rows])
+    y = np.array([sec for _, _, sec in rows])
+    w = a / y[:, None]
+    best, best_err = np.zeros(3), np.inf
+    for mask in range(1, 8):  # every column subset; keep the best with non-negative coefficients
+        idx = [c for c in range(3) if mask >> c & 1]
+        coef, *_ = np.linalg.lstsq(w[:, idx], np.ones_like(y), rcond=None)
+        if np.any(coef < 0):
+            continue
+        err = float(np.sum((w[:, idx] @ coef - 1.0) ** 2))
+        if err < best_err:
+            best_err, best = err, np.zeros(3)
+            best[idx] = coef
+    return OverheadFit(*map(float, best))
