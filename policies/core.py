@@ -125,7 +125,21 @@ class ReplicaCore:
         """The pass ran and ended at `now`: advance tokens, emit samples, free finished requests."""
         finished: list[Request] = []
         itl = self.itl_s
-        for r, n in zip(plan.reqs, plan.num_tokens):
+        reqs, s = plan.reqs, plan.shape
+        if s.num_decode_tokens == s.num_logits == s.num_seqs == len(reqs) and itl is not None:
+            # Every sequence is a one-token decode that samples (the common pass): no per-request tests.
+            append = itl.append
+            for r in reqs:
+                r.num_computed += 1
+                g = r.num_generated + 1
+                r.num_generated = g
+                append(now - r.last_token_s)
+                r.last_token_s = now
+                if g >= r.output_len:
+                    finished.append(r)
+            self.num_kv_tokens += len(reqs)
+            return self._finish(plan, finished, now)
+        for r, n in zip(reqs, plan.num_tokens):
             nc = r.num_computed + n
             r.num_computed = nc
             if nc >= r.prompt_len + r.num_generated:  # the pass reached the end: one token sampled
@@ -139,6 +153,9 @@ class ReplicaCore:
                 if g >= r.output_len:
                     finished.append(r)
         self.num_kv_tokens += sum(plan.num_tokens)
+        return self._finish(plan, finished, now)
+
+    def _finish(self, plan: BatchPlan, finished: list[Request], now: float) -> list[Request]:
         kv = self.kv
         if kv.prefix_caching:
             for r in plan.reqs:

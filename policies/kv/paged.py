@@ -44,9 +44,14 @@ class PagedKVManager(KVManager):
         need = -(-num_total_tokens // self.block_size) - len(req.blocks)
         if need <= 0:
             return
-        if need > self.num_free_blocks:
-            raise RuntimeError(f"request {req.id}: needs {need} KV blocks, {self.num_free_blocks} free")
-        self._take(need, req.blocks)
+        free_list = self.free_list
+        if need > len(free_list):
+            raise RuntimeError(f"request {req.id}: needs {need} KV blocks, {len(free_list)} free")
+        refs, blocks = self.ref_counts, req.blocks
+        for _ in range(need):  # inlined _take: this runs once per block boundary of every decode
+            b = free_list.popleft()
+            refs[b] = 1
+            blocks.append(b)
 
     def free(self, req: Request) -> None:
         refs, push = self.ref_counts, self.free_list.append

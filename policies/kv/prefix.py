@@ -90,6 +90,14 @@ class PrefixCachingKVManager(PagedKVManager):
             keys = req.block_keys = block_keys(req.hash_ids, req.prompt_len, self.block_size)
         return keys
 
+    def allocate(self, req: Request, num_total_tokens: int) -> None:
+        need = -(-num_total_tokens // self.block_size) - len(req.blocks)
+        if need <= 0:
+            return
+        if need > self.num_free_blocks:
+            raise RuntimeError(f"request {req.id}: needs {need} KV blocks, {self.num_free_blocks} free")
+        self._take(need, req.blocks)
+
     def _take(self, n: int, out: list[int]) -> None:
         free_list, refs = self.free_list, self.ref_counts
         for _ in range(n):

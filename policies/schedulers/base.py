@@ -62,15 +62,17 @@ def fits_alone_reason(req: Request, kv: KVManager, watermark_blocks: int) -> str
 
 
 def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, free: int, budget: int,
-                   prefills: list[Request] | None = None, max_seqs: int = NO_WINDOW) -> tuple[int, int]:
+                   prefills: list[Request] | None = None, max_seqs: int = NO_WINDOW,
+                   self_preempt: bool = True) -> tuple[int, int]:
     """Schedule one token for each running request with one token left, in priority order, while
     `budget` tokens and `max_seqs` sequences last (merged pipeline micro-batches can hold more); when
     a new block is needed and none is free, preempt from the back (the lowest priority, possibly the
-    request itself), as vLLM does. Requests with more tokens left are
+    request itself unless `self_preempt` is False: with micro-batches in flight it waits for them
+    instead, or two requests can evict each other forever). Requests with more tokens left are
     appended to `prefills` (chunked prefill in progress). Must be the first step of a fresh builder.
     Returns the updated (free, budget)."""
     if b.window or len(running) > budget or len(running) > max_seqs or b.reqs:
-        return _decode_running(b, running, kv, free, budget, prefills, max_seqs)
+        return _decode_running(b, running, kv, free, budget, prefills, max_seqs, self_preempt)
     # Fast path (the hot loop of a simulation): no window, every decode fits the budget; it gives up
     # and restarts on the general path only when a decode needs a block and none is free.
     bs = kv.block_size
@@ -92,7 +94,7 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
                 allocs.clear()
                 if prefills is not None:
                     prefills.clear()
-                return _decode_running(b, running, kv, free, budget, prefills, max_seqs)
+                return _decode_running(b, running, kv, free, budget, prefills, max_seqs, self_preempt)
             free -= 1
             allocs.append((r, nc + 1))
         append(r)
@@ -105,7 +107,7 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
 
 
 def _decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, free: int, budget: int,
-                    prefills: list[Request] | None, max_seqs: int) -> tuple[int, int]:
+                    prefills: list[Request] | None, max_seqs: int, self_preempt: bool) -> tuple[int, int]:
     """The general path of decode_running."""
     bs = kv.block_size
     w = b.window or NO_WINDOW
@@ -127,6 +129,8 @@ def _decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, f
         if nc >= len(r.blocks) * bs:  # the token starts a new block
             while free < 1:
                 end -= 1
+                if end == i and not self_preempt:
+                    break
                 victim = running[end]
                 b.preempted.append(victim)
                 free += kv.blocks_freed_by(victim)

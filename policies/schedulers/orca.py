@@ -32,7 +32,8 @@ class OrcaScheduler(SchedulerPolicy):
         # With the final length reserved, decodes need no new blocks; decode_running would preempt only
         # if a request came in without a reservation.
         running = schedulable(view)
-        free, budget = decode_running(b, running, kv, kv.num_free_blocks, self.max_tokens, None, self.max_batch_size)
+        free, budget = decode_running(b, running, kv, kv.num_free_blocks, self.max_tokens, None, self.max_batch_size,
+                                      not view.num_in_flight)
         if view.waiting and not b.preempted and budget > 0:
             admit(b, view.waiting, kv, free, budget, len(running), self.max_batch_size, 0,
                   chunked=False, reserve_final=True)

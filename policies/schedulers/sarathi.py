@@ -33,7 +33,8 @@ class SarathiScheduler(SchedulerPolicy):
         b = PlanBuilder(view.window)
         running = schedulable(view)
         prefills: list[Request] = []
-        free, budget = decode_running(b, running, kv, kv.num_free_blocks, self.budget, prefills, self.max_batch_size)
+        free, budget = decode_running(b, running, kv, kv.num_free_blocks, self.budget, prefills, self.max_batch_size,
+                                      not view.num_in_flight)
         if prefills:
             free, budget = prefill_running(b, prefills, kv, free, budget, self.max_batch_size)
         if not b.preempted and budget > 0:
@@ -43,8 +44,9 @@ class SarathiScheduler(SchedulerPolicy):
             elif view.waiting:
                 admit(b, view.waiting, kv, free, budget, len(running), self.max_batch_size, watermark,
                       chunked=True, on_demand=self.on_demand)
-        if not b.reqs and not b.preempted and running:
+        if not b.reqs and not b.preempted and running and not view.running[-1].in_flight:
             # Every running request is stalled on memory (possible only with on-demand allocation):
-            # free the lowest-priority one so that the others can go on.
-            b.preempted.append(running[-1])
+            # free the lowest-priority one so that the others can go on (if it is in a micro-batch
+            # still in flight, wait for it instead).
+            b.preempted.append(view.running[-1])
         return b.build()

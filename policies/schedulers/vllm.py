@@ -39,7 +39,8 @@ class VLLMScheduler(SchedulerPolicy):
                   chunked=False)
             if b.reqs:
                 return b.build()
-        free, _ = decode_running(b, running, kv, free, NO_WINDOW, None, self.max_batch_size)
+        free, _ = decode_running(b, running, kv, free, NO_WINDOW, None, self.max_batch_size,
+                                      not view.num_in_flight)
         if view.swapped and not b.preempted:
             swap_in(b, view.swapped, kv, free, NO_WINDOW, len(running), self.max_batch_size, watermark)
         return b.build()
