@@ -7,8 +7,9 @@ roofline `launch + max(FLOPs/F, bytes/B)` whose F, B and launch are fitted on th
 the same family is used ('fitted'); collectives use an alpha-beta line fitted per (collective,
 world size). Operators the table has no family for at all (embedding, sampling, MoE experts, an
 unprofiled dtype) fall back to the datasheet RooflineCostModel ('roofline' / 'alpha-beta').
-Attention of a batch mixing prefill and decode sequences is priced by a fitted additive model
-(per-sequence + FLOP + byte terms), since a BatchShape does not split its sums by phase.
+Attention is its prefill part (by sequences and query-key pairs) plus its decode part (by sequences
+and KV entries read); beyond the attention grid an additive fit (per-call + per-sequence + FLOP +
+byte terms) on all attention rows supplies the trend.
 
 The table schema lives here (hwmodels reads it with pandas/pyarrow; profiler/ writes it).
 """
@@ -30,7 +31,7 @@ from hwmodels.errors import UserError
 from hwmodels.hardware import GPUSpec
 from hwmodels.layout import check_layout, kv_heads_per_gpu
 from hwmodels.models import ModelSpec
-from hwmodels.ops import Formats, Op, attention_op, token_ops
+from hwmodels.ops import Formats, Op, attention_ops, logit_ops, ops_for, token_ops
 from hwmodels.roofline import RooflineCostModel
 from hwmodels.shapes import BatchShape
 
@@ -555,7 +556,10 @@ def fit_report(df: pd.DataFrame, holdout: float = 0.2, seed: int = 0, device: st
 class ProfiledCostModel:
     """CostModel from a profile table, roofline fallback outside it. Pure; caches per shape.
 
-    `device` picks the table's device when it holds several (default: the one with most rows).
+    Attention is priced as its prefill part (interpolated on prefill rows by sequences and query-key
+    pairs) plus its decode part (on decode rows by sequences and KV entries read). NOTE: that is two
+    kernels, as the torch executor and FlashInfer-style engines run them; a fused varlen kernel saves
+    one launch. `device` picks the table's device when it holds several (default: the one with most rows).
     """
 
     _ATTN_CACHE_MAX = 200_000
@@ -573,15 +577,23 @@ class ProfiledCostModel:
                             f"at that dtype; it has {', '.join(sorted(self.fit.dtypes))} (set quant.dtype to one "
                             "of them, or profile this dtype with `llmsim profile --dtype`)")
         self.roofline = RooflineCostModel(model, gpu, parallel, quant, hardware)
+        self.native_dtypes = frozenset(gpu.peak_flops_per_s)
         self.shapes = op_shapes(model, parallel.tp)
-        self.formats = Formats.of(quant)
+        self.formats = Formats.of(quant, self.native_dtypes)
         self.layers_per_stage = model.num_layers // parallel.pp
-        self._tok_cache: dict[tuple[int, int], tuple[float, float]] = {}
-        self._attn_cache: dict[tuple[int, ...], tuple[float, str]] = {}
+        self._pp1 = parallel.pp == 1
+        self._tok_cache: dict[int, tuple[float, float, float, float]] = {}
+        self._logit_cache: dict[int, float] = {}
+        self._attn_cache: dict[tuple[int, ...], tuple[float, tuple[tuple[str, float, str], ...]]] = {}
+        sh = self.shapes
+        # Hot path: this model's attention curves, looked up once.
+        self._decode_curve = self.fit.curves.get(("attention_decode", quant.dtype, sh.heads, sh.kv_heads, sh.head_dim))
+        self._prefill_curve = self.fit.curves.get(("attention_prefill", quant.dtype, sh.heads, sh.kv_heads,
+                                                   sh.head_dim))
 
     # ---- one operator ----------------------------------------------------------------------------
     def op_seconds(self, op: Op, num_tokens: int, num_logits: int) -> tuple[float, str]:
-        """(seconds of one call, source) of a token-dependent operator."""
+        """(seconds of one call, source) of a non-attention operator."""
         got = None
         sh, f = self.shapes, self.formats
         if op.comm is not None:
@@ -607,60 +619,80 @@ class ProfiledCostModel:
             return self.roofline.op_seconds(op), "roofline"
         return got
 
-    def attention_seconds(self, shape: BatchShape) -> tuple[float, str]:
-        """(seconds of one layer's attention on one GPU, source) for this batch."""
-        key = (shape.num_seqs, shape.num_tokens, shape.num_prefill_seqs, shape.num_decode_tokens, shape.attn_pairs,
-               shape.kv_read_tokens)
+    def _attention_part(self, phase: str, num_seqs: int, num_tokens: int, pairs: int, kv_read: int,
+                        shape: BatchShape) -> tuple[float, str]:
+        curve = self._decode_curve if phase == "decode" else self._prefill_curve
+        if curve is not None:  # fast path of ProfileFit.attention: inside the measured range
+            hit = curve.query(num_seqs, kv_read if phase == "decode" else pairs)
+            if hit is not None:
+                return hit[0], ("measured" if hit[1] else "interpolated")
+        sh = self.shapes
+        got = self.fit.attention(self.quant.dtype, sh.heads, sh.kv_heads, sh.head_dim, num_seqs, num_tokens, pairs,
+                                 kv_read, phase)
+        if got is not None:
+            return got
+        part = next(op for op in attention_ops(self.model, self.parallel, self.quant, shape)
+                    if op.name == f"attention_{phase}")
+        return self.roofline.op_seconds(part), "roofline"
+
+    def attention_seconds(self, shape: BatchShape) -> tuple[float, tuple[tuple[str, float, str], ...]]:
+        """(seconds of one layer's attention on one GPU, ((part, seconds, source), ...)) for this batch."""
+        key = shape.key()
         v = self._attn_cache.get(key)
         if v is not None:
             return v
-        sh = self.shapes
-        phase = "decode" if shape.num_prefill_tokens == 0 else ("prefill" if shape.num_decode_tokens == 0 else "mixed")
-        num_seqs = shape.num_prefill_seqs if phase == "prefill" else shape.num_seqs
-        got = self.fit.attention(self.quant.dtype, sh.heads, sh.kv_heads, sh.head_dim, num_seqs, shape.num_tokens,
-                                 shape.attn_pairs, shape.kv_read_tokens, phase)
-        if got is None:
-            op = attention_op(self.model, self.parallel, self.quant, shape)
-            got = (self.roofline.op_seconds(op), "roofline")
+        parts = []
+        if shape.num_prefill_tokens > 0:
+            s, src = self._attention_part("prefill", shape.num_prefill_seqs, shape.num_prefill_tokens,
+                                          shape.attn_pairs - shape.decode_attn_pairs,
+                                          shape.kv_read_tokens - shape.decode_kv_read_tokens, shape)
+            parts.append(("attention_prefill", s, src))
+        if shape.num_decode_tokens > 0:
+            s, src = self._attention_part("decode", shape.num_decode_tokens, shape.num_decode_tokens,
+                                          shape.decode_attn_pairs, shape.decode_kv_read_tokens, shape)
+            parts.append(("attention_decode", s, src))
+        v = (sum(p[1] for p in parts), tuple(parts))
         if len(self._attn_cache) >= self._ATTN_CACHE_MAX:
             self._attn_cache.clear()
-        self._attn_cache[key] = got
-        return got
+        self._attn_cache[key] = v
+        return v
 
-    # ---- token-dependent part, cached ----------------------------------------------------------------
-    def _token_part(self, num_tokens: int, num_logits: int) -> tuple[float, float]:
-        layer = first = last = p2p = 0.0
-        for op in token_ops(self.model, self.parallel, self.quant, num_tokens, num_logits):
-            s = self.op_seconds(op, num_tokens, num_logits)[0] * op.count
-            if op.placement == "layer":
-                layer += s
-            elif op.placement == "first":
-                first += s
-            elif op.placement == "last":
-                last += s
-            else:
-                p2p += s
-        if self.parallel.pp == 1:
-            return layer + first + last, 0.0
-        return layer + (first if first > last else last), p2p
+    # ---- token- and logit-dependent parts, cached ------------------------------------------------------
+    def _token_part(self, num_tokens: int) -> tuple[float, float, float, float]:
+        """(every-layer seconds of one stage, first-stage extras, last-stage extras, p2p) for num_tokens."""
+        parts = {"layer": 0.0, "first": 0.0, "last": 0.0, "p2p": 0.0}
+        for op in token_ops(self.model, self.parallel, self.quant, num_tokens, 0, self.native_dtypes):
+            parts[op.placement] += self.op_seconds(op, num_tokens, 0)[0] * op.count
+        return parts["layer"], parts["first"], parts["last"], parts["p2p"]
 
-    def _tokens(self, shape: BatchShape) -> tuple[float, float]:
-        key = (shape.num_tokens, shape.num_logits)
-        v = self._tok_cache.get(key)
+    def _logit_part(self, num_logits: int) -> float:
+        return sum(self.op_seconds(op, 0, num_logits)[0] * op.count
+                   for op in logit_ops(self.model, self.parallel, self.quant, num_logits, self.native_dtypes))
+
+    def _tokens(self, num_tokens: int) -> tuple[float, float, float, float]:
+        v = self._tok_cache.get(num_tokens)
         if v is None:
-            v = self._tok_cache[key] = self._token_part(shape.num_tokens, shape.num_logits)
+            v = self._tok_cache[num_tokens] = self._token_part(num_tokens)
         return v
 
     # ---- CostModel protocol -------------------------------------------------------------------------
     def stage_seconds(self, shape: BatchShape) -> float:
-        if shape.num_tokens <= 0:
+        """Seconds the slowest pipeline stage is busy with this micro-batch (whole model when pp=1)."""
+        T = shape.num_tokens
+        if T <= 0:
             return 0.0
-        return self._tokens(shape)[0] + self.layers_per_stage * self.attention_seconds(shape)[0]
+        v = self._tokens(T)
+        lg = self._logit_cache.get(shape.num_logits)
+        if lg is None:
+            lg = self._logit_cache[shape.num_logits] = self._logit_part(shape.num_logits)
+        last = v[2] + lg
+        extra = v[1] + last if self._pp1 else (v[1] if v[1] > last else last)
+        return v[0] + extra + self.layers_per_stage * self.attention_seconds(shape)[0]
 
     def p2p_seconds(self, shape: BatchShape) -> float:
-        if self.parallel.pp == 1 or shape.num_tokens <= 0:
+        if self._pp1 or shape.num_tokens <= 0:
             return 0.0
-        return self._tokens(shape)[1]
+        return self._tokens(shape.num_tokens)[3]
 
     def step_cost(self, shape: BatchShape) -> StepCost:
         """Per-operator breakdown with each op's source; total_s is one pass through all stages."""
@@ -669,13 +701,11 @@ class ProfiledCostModel:
         pp = self.parallel.pp
         ops: list[OpCost] = []
         total = 0.0
-        all_ops = token_ops(self.model, self.parallel, self.quant, shape.num_tokens, shape.num_logits)
-        i = next(j for j, op in enumerate(all_ops) if op.name == "o_proj")
-        all_ops.insert(i, attention_op(self.model, self.parallel, self.quant, shape))
-        for op in all_ops:
+        attn = {name: (s, src) for name, s, src in self.attention_seconds(shape)[1]}
+        for op in ops_for(self.model, self.parallel, self.quant, shape, self.native_dtypes):
             n = op.count * (pp if op.placement == "layer" else (pp - 1 if op.placement == "p2p" else 1))
             if op.kind == "attention":
-                s1, src = self.attention_seconds(shape)
+                s1, src = attn[op.name]
             else:
                 s1, src = self.op_seconds(op, shape.num_tokens, shape.num_logits)
             total += s1 * n

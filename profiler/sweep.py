@@ -23,7 +23,7 @@ from hwmodels.models import ModelSpec
 from hwmodels.profiled import attention_work, causal_pairs, elementwise_work, gemm_work, op_shapes
 from profiler.devices import device_name, run_metadata
 from profiler.table import append_rows, existing_keys, key_of, row
-from profiler.timing import bench
+from profiler.timing import Timing, bench, cpu_samples, summarize
 
 OP_FAMILIES = ("gemm", "attention", "decode", "elementwise", "collectives")
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -108,6 +108,7 @@ class SweepConfig:
     # dominated by preempted OpenMP threads (measured 50 µs GEMMs reading 20-50 ms on a loaded 2-core VM).
     # Pass more on an idle machine, and run the executor with the same count (the device label records it).
     threads: int | None = None
+    rounds: int = 3  # CPU: interleaved sampling bursts per case
 
 
 @dataclass
@@ -136,8 +137,12 @@ def build_cases(cfg: SweepConfig) -> list[Case]:
 
     cases: list[Case] = []
     if "gemm" in cfg.ops:
+        seen: set[tuple[int, int, int]] = set()
         for name, (k, n) in sh.gemms.items():
             for m in (grid.logits if name == "lm_head" else grid.tokens):
+                if (m, n, k) in seen:  # two weights of one shape (e.g. qkv and a small LM head): time once
+                    continue
+                seen.add((m, n, k))
                 fl, by = gemm_work(m, n, k, item)
                 for impl in _impls(dev):
                     cases.append(Case("gemm", impl, name, {"m": m, "n": n, "k": k}, fl, by,
@@ -302,35 +307,50 @@ def _run_sweep(cfg: SweepConfig, out: str | Path, progress: bool) -> SweepResult
             todo.append(c)
     grid = cfg.grid or default_grid(cfg.device, cfg.quick, cfg.tp)
     coll_ops = [] if "collectives" not in cfg.ops else _collective_todo(grid, cfg.dtype, dev_label, have, res)
-    total = len(todo) + sum(len(sizes) for _, _, sizes in coll_ops)
 
+    rounds = 1 if cfg.device == "cuda" else max(1, cfg.rounds)
+    families: list[list[Case]] = []
+    for c in todo:
+        if not families or families[-1][0].family != c.family:
+            families.append([])
+        families[-1].append(c)
     with _progress(progress) as bar:
+        total = len(todo) * rounds + sum(len(sizes) for _, _, sizes in coll_ops)
         task = bar.add_task("profiling", total=total) if bar else None
-        pending: list[dict] = []
-        family = None
-        for c in todo:
-            if family is not None and c.family != family:
-                res.rows_added += append_rows(out, pending, meta)
-                pending = []
-            family = c.family
-            if bar:
-                bar.update(task, description=f"{c.op} {c.impl} {_short(c.shape)}")
-            fn = c.make()
-            t = bench(fn, cfg.device, min_time_s=cfg.min_time_s, max_samples=200, min_samples=15)
-            pending.append(row(dev_label, c.op, c.impl, cfg.dtype, t.median_s, t.p10_s, t.p90_s, t.num_samples,
-                               flops=c.flops, nbytes=c.nbytes, name=c.name, measured_at=_now(), **c.shape))
-            res.per_family[c.family] = res.per_family.get(c.family, 0) + 1
-            del fn
-            if bar:
-                bar.advance(task)
-        res.rows_added += append_rows(out, pending, meta)
+        for fam in families:
+            samples: list[list[float]] = [[] for _ in fam]
+            timings: list[Timing | None] = [None] * len(fam)
+            # NOTE: on CPU each case is sampled in `rounds` bursts interleaved with the other cases of its
+            # family, so a burst of foreign load on the machine spoils part of every case's samples rather
+            # than all samples of a few cases; the median then discards it.
+            for rnd in range(rounds):
+                for i, c in enumerate(fam):
+                    if bar:
+                        bar.update(task, description=f"{c.op} {c.impl} {_short(c.shape)}")
+                    fn = c.make()
+                    if cfg.device == "cuda":
+                        timings[i] = bench(fn, "cuda", min_time_s=cfg.min_time_s)
+                    else:
+                        samples[i] += cpu_samples(fn, cfg.min_time_s / rounds, warmup=2 if rnd == 0 else 1,
+                                                  max_samples=200, min_samples=max(3, 15 // rounds))
+                    del fn
+                    if bar:
+                        bar.advance(task)
+            rows = []
+            for i, c in enumerate(fam):
+                t = timings[i] or summarize(samples[i])
+                rows.append(row(dev_label, c.op, c.impl, cfg.dtype, t.median_s, t.p10_s, t.p90_s, t.num_samples,
+                                flops=c.flops, nbytes=c.nbytes, name=c.name, measured_at=_now(), **c.shape))
+            res.rows_added += append_rows(out, rows, meta)
+            res.per_family[fam[0].family] = res.per_family.get(fam[0].family, 0) + len(fam)
         for world, ops, sizes in coll_ops:
             from profiler.collectives import run_local
 
             if bar:
                 bar.update(task, description=f"collectives world {world} ({', '.join(ops)})")
-            rows = run_local(world, ops, sizes, dtype=cfg.dtype, iters=20 if cfg.quick else 50, device_label=dev_label)
-            res.rows_added += append_rows(out, rows, {**meta, "note": meta.get("note", "") + f"; collectives world {world}"})
+            rows = run_local(world, ops, sizes, dtype=cfg.dtype, iters=50 if cfg.quick else 100,
+                             device_label=dev_label)
+            res.rows_added += append_rows(out, rows, {**meta, "note": f"{meta.get('note', '')}; collectives world {world}"})
             res.per_family["collectives"] = res.per_family.get("collectives", 0) + len(rows)
             if bar:
                 bar.advance(task, len(sizes))

@@ -27,6 +27,12 @@ def bench(fn: Callable[[], object], device: str, min_time_s: float = 0.05, warmu
     """Per-call seconds of `fn()` on `device` ("cpu" or "cuda")."""
     if device == "cuda":
         return _bench_cuda(fn, min_time_s)
+    return summarize(cpu_samples(fn, min_time_s, warmup, max_samples, min_samples))
+
+
+def cpu_samples(fn: Callable[[], object], min_time_s: float = 0.05, warmup: int = 2, max_samples: int = 50,
+                min_samples: int = 5) -> list[float]:
+    """Wall-clock seconds of single calls after `warmup` calls: at least min_samples, until min_time_s."""
     for _ in range(warmup):
         fn()
     samples: list[float] = []
@@ -37,7 +43,7 @@ def bench(fn: Callable[[], object], device: str, min_time_s: float = 0.05, warmu
         dt = time.perf_counter() - t0
         samples.append(dt)
         spent += dt
-    return _summary(samples)
+    return samples
 
 
 def _bench_cuda(fn: Callable[[], object], min_time_s: float) -> Timing:
@@ -45,10 +51,10 @@ def _bench_cuda(fn: Callable[[], object], min_time_s: float) -> Timing:
 
     ms = triton.testing.do_bench(fn, warmup=max(1, int(min_time_s * 250)), rep=max(5, int(min_time_s * 1000)),
                                  return_mode="all")
-    return _summary([m / 1e3 for m in ms])
+    return summarize([m / 1e3 for m in ms])
 
 
-def _summary(samples_s: list[float]) -> Timing:
+def summarize(samples_s: list[float]) -> Timing:
     a = np.asarray(samples_s, dtype=float)
     p10, med, p90 = np.percentile(a, [10, 50, 90])
     return Timing(float(med), float(p10), float(p90), int(a.size))
