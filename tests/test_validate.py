@@ -1,0 +1,149 @@
+"""`llmsim validate` machinery: errors, overhead op, clocks, config checks, and one small end-to-end run.
+
+The end-to-end run uses a very small model and workload and checks only that the pipeline holds
+together with generous bounds; the accuracy target is measured by benchmarks/bench_validate.py.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+
+from app.cli import app  # noqa: E402
+from app.cmd_validate import (ERROR_KEYS, WithExecutorOverhead, check_executable, compute_errors,  # noqa: E402
+                              quick_config, run_validation)
+from hwmodels.cost import LinearCostModel  # noqa: E402
+from hwmodels.errors import UserError  # noqa: E402
+from hwmodels.shapes import BatchShape  # noqa: E402
+from profiler.executor.overhead import fit_overhead  # noqa: E402
+from profiler.executor.server import CPUClock  # noqa: E402
+from simulator.config import validate_config  # noqa: E402
+
+SMALL_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 512}
+
+
+def _summary(ttft, tpot, e2e, thr):
+    def p(v):
+        return {"mean": v, "p50": v, "p90": 2 * v, "p99": 3 * v}
+    return {"ttft_s": p(ttft), "tpot_s": p(tpot), "e2e_s": p(e2e), "output_throughput_tokens_per_s": thr}
+
+
+def test_errors_are_signed_simulated_over_measured_minus_one():
+    meas = _summary(0.100, 0.010, 1.0, 500.0)
+    sim = _summary(0.110, 0.009, 1.0, 400.0)
+    steps_m = pd.DataFrame({"start_s": [0.0, 1.0], "end_s": [0.5, 1.5]})
+    steps_s = pd.DataFrame({"start_s": [0.0], "end_s": [0.6]})
+    e = compute_errors(meas, sim, steps_m, steps_s)
+    assert set(e) == set(ERROR_KEYS)
+    assert e["ttft_p50"] == pytest.approx(0.10) and e["ttft_p90"] == pytest.approx(0.10)
+    assert e["tpot_p50"] == pytest.approx(-0.10) and e["e2e_p99"] == pytest.approx(0.0)
+    assert e["throughput"] == pytest.approx(-0.20) and e["step_time"] == pytest.approx(0.20)
+    meas["tpot_s"]["p50"] = None
+    assert compute_errors(meas, sim, steps_m, steps_s)["tpot_p50"] is None
+
+
+def test_overhead_fit_recovers_known_coefficients_and_is_added_per_pass():
+    rows = [(s, t, 1e-4 + 3e-6 * s + 1e-6 * t) for s, t in ((1, 1), (4, 4), (16, 16), (1, 256), (2, 512), (8, 136))]
+    f = fit_overhead(rows)
+    assert (f.per_pass_s, f.per_seq_s, f.per_token_s) == pytest.approx((1e-4, 3e-6, 1e-6), rel=1e-6)
+    base = LinearCostModel(base_s=0.01)
+    cm = WithExecutorOverhead(base, f.per_pass_s, f.per_seq_s, f.per_token_s)
+    shape = BatchShape.from_seqs([(1, 10)] * 4)
+    assert cm.stage_seconds(shape) == pytest.approx(0.01 + 1e-4 + 4 * 3e-6 + 4 * 1e-6)
+    cost = cm.step_cost(shape)
+    assert cost.ops[-1].name == "executor_overhead" and cost.total_s == pytest.approx(cm.stage_seconds(shape))
+    assert cm.stage_seconds(BatchShape()) == base.stage_seconds(BatchShape())  # no overhead for an empty pass
+
+
+def test_cpu_clock_counts_own_cpu_time_and_jumps_over_idle_waits():
+    c = CPUClock()
+    c.start()
+    t0 = c.now()
+    time.sleep(0.05)  # sleeping costs no CPU time
+    assert c.now() - t0 < 0.02
+    c.sleep_until(5.0)
+    assert c.now() == pytest.approx(5.0, abs=1e-3)
+    x = 0
+    for i in range(200_000):  # burn some CPU
+        x += i
+    assert c.now() > 5.0
+
+
+def test_config_checks_name_the_field():
+    base = quick_config("vllm")
+    with pytest.raises(UserError, match="parallel"):
+        check_executable(validate_config({**base, "parallel": {"tp": 2}}))
+    with pytest.raises(UserError, match="kv_cache.kind"):
+        check_executable(validate_config({**base, "kv_cache": {"kind": "contiguous"}}))
+    with pytest.raises(UserError, match="quant"):
+        check_executable(validate_config({**base, "quant": {"dtype": "fp32", "weight_dtype": "int4"}}))
+    check_executable(validate_config(base))
+
+
+def test_cli_usage_errors_exit_2_without_traceback():
+    runner = CliRunner()
+    r = runner.invoke(app, ["validate"])
+    assert r.exit_code != 0 and "--config" in (r.output + str(r.exception))
+    r = runner.invoke(app, ["validate", "--quick", "--check", "ttft_p42"])
+    assert r.exit_code != 0 and "ttft_p42" in (r.output + str(r.exception))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("validate")
+    (d / "config.json").write_text(json.dumps(SMALL_MODEL))
+    cfg = quick_config("sarathi")
+    cfg["model"] = {"name": "small-llama", "hf_config": str(d / "config.json")}
+    cfg["scheduler"]["chunk_size"] = 64
+    cfg["kv_cache"]["num_blocks"] = 256
+    cfg["workload"]["num_requests"] = 24
+    cfg["workload"]["input_len"] = {"kind": "uniform", "low": 8, "high": 48}
+    cfg["workload"]["output_len"] = {"kind": "uniform", "low": 2, "high": 12}
+    grid_cfg = validate_config(cfg)
+    import profiler.sweep as sweep
+
+    # A small grid keeps the test fast; the sweep, table, fit and cost model are the real ones.
+    small = sweep.Grid(tokens=(1, 4, 16, 64, 256), logits=(1, 4, 16), prefill_seqs=(1, 2), prefill_lens=(8, 32, 64),
+                       decode_seqs=(1, 4, 16), decode_contexts=(16, 64), world_sizes=(), message_bytes=())
+    orig = sweep.default_grid
+    sweep.default_grid = lambda device, quick, tp=1: small
+    try:
+        res = run_validation(grid_cfg, work_dir=d / "out", load=0.5, threads=1, quick=True, clock="cpu")
+    finally:
+        sweep.default_grid = orig
+    return res, d
+
+
+def test_small_end_to_end_validation_holds_together(small_run):
+    res, d = small_run
+    assert (res.measured_requests.state == "finished").all() and len(res.measured_requests) == 24
+    assert (res.simulated_requests.state == "finished").all()
+    assert (d / "out" / "profile.parquet").is_file() and (d / "out" / "cpu.yaml").is_file()
+    assert res.capacity_per_s > 0 and res.rate_per_s == pytest.approx(0.5 * res.capacity_per_s)
+    for k in ("ttft_p50", "tpot_p50", "e2e_p50", "throughput", "step_time"):
+        e = res.errors[k]
+        # Generous: the machinery must put both sides on the same scale (a unit or a factor-of-10 slip
+        # fails); the accuracy itself is what benchmarks/bench_validate.py measures.
+        assert e is not None and -0.8 < e < 4.0, (k, e, res.errors)
+    assert len(res.predicted_step_s) == len(res.measured_steps) and np.all(res.predicted_step_s > 0)
+    payload = res.as_json()
+    assert set(ERROR_KEYS) <= set(payload["errors"]) and payload["clock"] == "cpu"
+    json.dumps(payload)  # plain JSON types only
+
+
+def test_report_html_has_cdfs_and_pass_times(small_run, tmp_path):
+    from app.cmd_validate import report_figure, write_report
+
+    res, _ = small_run
+    fig = report_figure(res)
+    names = {t.name for t in fig.data}
+    assert {"measured", "simulated", "pass (measured, predicted)"} <= names
+    html = write_report(res, tmp_path / "r.html").read_text()
+    assert "ttft_p50" in html and "plotly" in html.lower()
