@@ -69,7 +69,8 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
     a new block is needed and none is free, preempt from the back (the lowest priority, possibly the
     request itself unless `self_preempt` is False: with micro-batches in flight it waits for them
     instead, or two requests can evict each other forever). Requests with more tokens left are
-    appended to `prefills` (chunked prefill in progress). Must be the first step of a fresh builder.
+    appended to `prefills` (chunked prefill in progress); whole-prompt policies pass None, as every
+    running request of theirs has one token left. Must be the first step of a fresh builder.
     Returns the updated (free, budget)."""
     if b.window or len(running) > budget or len(running) > max_seqs or b.reqs:
         return _decode_running(b, running, kv, free, budget, prefills, max_seqs, self_preempt)
@@ -80,25 +81,39 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
     append = reqs.append
     allocs = b.allocs
     kv_sum = 0
-    for r in running:
-        nc = r.num_computed
-        g = r.num_generated
-        if g == 0 or r.prompt_len + g - nc != 1:  # g == 0: the prompt's last token is still prefill
-            if prefills is not None:
+    if prefills is None:
+        # Whole-prompt policies: every running request has exactly one token left (checked by the tests).
+        for r in running:
+            nc = r.num_computed
+            # A block is full only at a multiple of bs (capacity is one, and >= nc): test that first.
+            if nc % bs == 0 and nc >= len(r.blocks) * bs:
+                if free < 1:
+                    free += len(allocs)
+                    reqs.clear()
+                    allocs.clear()
+                    return _decode_running(b, running, kv, free, budget, prefills, max_seqs, self_preempt)
+                free -= 1
+                allocs.append((r, nc + 1))
+            append(r)
+            kv_sum += nc
+    else:
+        for r in running:
+            nc = r.num_computed
+            g = r.num_generated
+            if g == 0 or r.prompt_len + g - nc != 1:  # g == 0: the prompt's last token is still prefill
                 prefills.append(r)
-            continue
-        if nc >= len(r.blocks) * bs:  # the token starts a new block
-            if free < 1:
-                free += len(allocs)
-                reqs.clear()
-                allocs.clear()
-                if prefills is not None:
+                continue
+            if nc % bs == 0 and nc >= len(r.blocks) * bs:
+                if free < 1:
+                    free += len(allocs)
+                    reqs.clear()
+                    allocs.clear()
                     prefills.clear()
-                return _decode_running(b, running, kv, free, budget, prefills, max_seqs, self_preempt)
-            free -= 1
-            allocs.append((r, nc + 1))
-        append(r)
-        kv_sum += nc
+                    return _decode_running(b, running, kv, free, budget, prefills, max_seqs, self_preempt)
+                free -= 1
+                allocs.append((r, nc + 1))
+            append(r)
+            kv_sum += nc
     k = len(reqs)
     if k:
         b.num_tokens.extend([1] * k)

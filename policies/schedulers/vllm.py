@@ -32,9 +32,9 @@ class VLLMScheduler(SchedulerPolicy):
         kv = view.kv
         b = PlanBuilder(view.window)
         free = kv.num_free_blocks
-        watermark = int(self.cfg.watermark * kv.num_blocks)
         running = schedulable(view)  # with pipelining, max_batch_size bounds each micro-batch
         if view.waiting and not view.swapped:
+            watermark = int(self.cfg.watermark * kv.num_blocks)
             admit(b, view.waiting, kv, free, self.max_tokens, len(running), self.max_batch_size, watermark,
                   chunked=False)
             if b.reqs:
@@ -42,5 +42,6 @@ class VLLMScheduler(SchedulerPolicy):
         free, _ = decode_running(b, running, kv, free, NO_WINDOW, None, self.max_batch_size,
                                       not view.num_in_flight)
         if view.swapped and not b.preempted:
+            watermark = int(self.cfg.watermark * kv.num_blocks)
             swap_in(b, view.swapped, kv, free, NO_WINDOW, len(running), self.max_batch_size, watermark)
         return b.build()
