@@ -30,6 +30,7 @@ def bench(sched, kv_cfg, batch: int, steps: int, prompt_len: int = 512) -> float
     num_blocks = batch * (-(-(prompt_len + batch + output_len) // kv_cfg.block_size))
     kv = make_kv_manager(kv_cfg, num_blocks * 102 // 100 + 1, max_model_len)  # + vLLM's 1% watermark
     core = ReplicaCore(make_scheduler(sched), kv, max_model_len)
+    core.itl_s = []  # as the simulator's engine does
     for i in range(batch):
         core.add(Request(i, 0.0, prompt_len + i, output_len))
     t = 0.0

@@ -34,9 +34,9 @@ class Request:
     num_swapped_blocks: int = 0
     in_flight: bool = False  # part of a micro-batch still in the pipeline
     reject_reason: str = ""
-    # Prefix-cache bookkeeping, owned by the KV manager: chained keys of the full prompt blocks
-    # (computed once, for the manager's block size) and how many leading blocks are registered.
-    block_keys: list[int] | None = None
+    # Prefix-cache bookkeeping, owned by the KV manager: (block_size, chained keys of the full prompt
+    # blocks), computed once, and how many leading blocks are registered.
+    block_keys: tuple[int, list[int]] | None = None
     num_hashed_blocks: int = 0
 
     @property

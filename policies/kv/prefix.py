@@ -85,10 +85,10 @@ class PrefixCachingKVManager(PagedKVManager):
         return len(self.table)
 
     def keys_of(self, req: Request) -> list[int]:
-        keys = req.block_keys
-        if keys is None:  # memo on the request: computed once for this manager's block size
-            keys = req.block_keys = block_keys(req.hash_ids, req.prompt_len, self.block_size)
-        return keys
+        memo = req.block_keys
+        if memo is None or memo[0] != self.block_size:  # computed once per request and block size
+            memo = req.block_keys = (self.block_size, block_keys(req.hash_ids, req.prompt_len, self.block_size))
+        return memo[1]
 
     def allocate(self, req: Request, num_total_tokens: int) -> None:
         need = -(-num_total_tokens // self.block_size) - len(req.blocks)
@@ -174,7 +174,7 @@ class PrefixCachingKVManager(PagedKVManager):
             return 0
         bs = self.block_size
         hit, _ = self._walk(req, min(max_tokens, req.prompt_len + req.num_generated - 1) // bs)
-        keys, table, refs, blocks = req.block_keys, self.table, self.ref_counts, req.blocks
+        keys, table, refs, blocks = self.keys_of(req), self.table, self.ref_counts, req.blocks
         for j in range(hit):
             b = table[keys[j]]
             if refs[b] == 0:
