@@ -77,6 +77,10 @@ def run_profile(device: str, ops: tuple[str, ...], model_arg: Optional[str], tp:
     summary = {"out": str(out), "device": device, "model": model.name, "tp": tp, "dtype": dtype,
                "rows_added": res.rows_added, "rows_skipped": res.rows_skipped, "seconds": round(res.seconds, 2),
                "per_family": res.per_family}
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 reports
+        return summary
     if device == "cpu" or device_spec_out is not None:
         from profiler.devices import cpu_device_spec, write_device_spec
 

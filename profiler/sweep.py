@@ -10,8 +10,10 @@ interrupted sweep resumes where it stopped.
 """
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -108,6 +110,7 @@ class SweepConfig:
     # dominated by preempted OpenMP threads (measured 50 µs GEMMs reading 20-50 ms on a loaded 2-core VM).
     # Pass more on an idle machine, and run the executor with the same count (the device label records it).
     threads: int | None = None
+    impls: tuple[str, ...] | None = None  # default: triton + torch on CUDA, torch on CPU
     rounds: int = 3  # CPU: interleaved sampling bursts per case
 
 
@@ -130,10 +133,16 @@ def build_cases(cfg: SweepConfig) -> list[Case]:
     dt = TORCH_DTYPES[cfg.dtype]
     item = dtype_bytes(cfg.dtype)
     dev = cfg.device
-    gen = torch.Generator().manual_seed(cfg.seed)
+    impls = cfg.impls or _impls(dev)
 
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen).to(device=dev, dtype=dt)
+    def rand_for(op: str, shape: dict) -> Callable[[], tuple[Callable[..., torch.Tensor], torch.Generator]]:
+        """Inputs seeded by (seed, op, shape): every impl of one shape gets the same tensors."""
+        seed = zlib.crc32(repr((cfg.seed, op, sorted(shape.items()))).encode())
+
+        def new():
+            gen = torch.Generator().manual_seed(seed)
+            return (lambda *dims: torch.randn(*dims, generator=gen).to(device=dev, dtype=dt)), gen
+        return new
 
     cases: list[Case] = []
     if "gemm" in cfg.ops:
@@ -144,9 +153,10 @@ def build_cases(cfg: SweepConfig) -> list[Case]:
                     continue
                 seen.add((m, n, k))
                 fl, by = gemm_work(m, n, k, item)
-                for impl in _impls(dev):
-                    cases.append(Case("gemm", impl, name, {"m": m, "n": n, "k": k}, fl, by,
-                                      _gemm_factory(impl, m, n, k, rand), "gemm"))
+                shape = {"m": m, "n": n, "k": k}
+                for impl in impls:
+                    cases.append(Case("gemm", impl, name, shape, fl, by,
+                                      _gemm_factory(impl, m, n, k, rand_for("gemm", shape)), "gemm"))
     if "attention" in cfg.ops:
         for b in grid.prefill_seqs:
             for length in grid.prefill_lens:
@@ -154,44 +164,49 @@ def build_cases(cfg: SweepConfig) -> list[Case]:
                 fl, by = attention_work(pairs, b * length, b * length, sh.heads, sh.kv_heads, sh.head_dim, item)
                 shape = {"num_seqs": b, "num_tokens": b * length, "context_len": 0, "num_heads": sh.heads,
                          "num_kv_heads": sh.kv_heads, "head_dim": sh.head_dim}
-                for impl in _impls(dev):
+                for impl in impls:
                     cases.append(Case("attention_prefill", impl, "attention", shape, fl, by,
-                                      _prefill_factory(impl, b, length, sh, rand, dev), "attention"))
+                                      _prefill_factory(impl, b, length, sh, rand_for("prefill", shape), dev),
+                                      "attention"))
     if "decode" in cfg.ops:
         for b in grid.decode_seqs:
             for ctx in grid.decode_contexts:
                 fl, by = attention_work(b * ctx, b, b * ctx, sh.heads, sh.kv_heads, sh.head_dim, item)
                 shape = {"num_seqs": b, "num_tokens": b, "context_len": ctx, "num_heads": sh.heads,
                          "num_kv_heads": sh.kv_heads, "head_dim": sh.head_dim, "block_size": DECODE_BLOCK_SIZE}
-                for impl in _impls(dev):
+                for impl in impls:
                     cases.append(Case("attention_decode", impl, "attention", shape, fl, by,
-                                      _decode_factory(impl, b, ctx, sh, rand, dev, gen), "decode"))
+                                      _decode_factory(impl, b, ctx, sh, rand_for("decode", shape), dev), "decode"))
     if "elementwise" in cfg.ops:
         for t in grid.tokens:
             fl, by = elementwise_work("rmsnorm", t, sh.hidden, item)
-            for impl in _impls(dev):
-                cases.append(Case("rmsnorm", impl, "norm", {"num_tokens": t, "hidden": sh.hidden}, fl, by,
-                                  _rmsnorm_factory(impl, t, sh.hidden, rand), "elementwise"))
+            shape = {"num_tokens": t, "hidden": sh.hidden}
+            for impl in impls:
+                cases.append(Case("rmsnorm", impl, "norm", shape, fl, by,
+                                  _rmsnorm_factory(impl, t, sh.hidden, rand_for("rmsnorm", shape)), "elementwise"))
             if sh.ffn_local:
                 fl, by = elementwise_work("swiglu", t, sh.ffn_local, item)
-                for impl in _impls(dev):
-                    cases.append(Case("swiglu", impl, "mlp_act", {"num_tokens": t, "hidden": sh.ffn_local}, fl, by,
-                                      _swiglu_factory(impl, t, sh.ffn_local, rand), "elementwise"))
+                shape = {"num_tokens": t, "hidden": sh.ffn_local}
+                for impl in impls:
+                    cases.append(Case("swiglu", impl, "mlp_act", shape, fl, by,
+                                      _swiglu_factory(impl, t, sh.ffn_local, rand_for("swiglu", shape)),
+                                      "elementwise"))
             if sh.rope_heads:
                 fl, by = elementwise_work("rope", t, sh.rope_heads * sh.head_dim, item)
-                for impl in _impls(dev):
-                    cases.append(Case("rope", impl, "rope",
-                                      {"num_tokens": t, "num_heads": sh.rope_heads, "head_dim": sh.head_dim},
-                                      fl, by, _rope_factory(impl, t, sh.rope_heads, sh.head_dim, rand, dev),
+                shape = {"num_tokens": t, "num_heads": sh.rope_heads, "head_dim": sh.head_dim}
+                for impl in impls:
+                    cases.append(Case("rope", impl, "rope", shape, fl, by,
+                                      _rope_factory(impl, t, sh.rope_heads, sh.head_dim, rand_for("rope", shape), dev),
                                       "elementwise"))
     return cases
 
 
 # ---- timed callables (tensors are allocated once, outside the timed call) ------------------------------
-def _gemm_factory(impl, m, n, k, rand):
+def _gemm_factory(impl, m, n, k, new_rand):
     def make():
         from profiler.kernels.gemm import matmul, matmul_ref
 
+        rand, _ = new_rand()
         a, b = rand(m, k), rand(k, n)
         fn = matmul if impl == "triton" else matmul_ref
         return lambda: fn(a, b)
@@ -205,10 +220,11 @@ def _cu(lens: list[int], device: str) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.int32, device=device)
 
 
-def _prefill_factory(impl, b, length, sh, rand, dev):
+def _prefill_factory(impl, b, length, sh, new_rand, dev):
     def make():
         from profiler.kernels.attention import flash_attention_varlen, flash_attention_varlen_ref
 
+        rand, _ = new_rand()
         q = rand(b * length, sh.heads, sh.head_dim)
         k, v = rand(b * length, sh.kv_heads, sh.head_dim), rand(b * length, sh.kv_heads, sh.head_dim)
         cu = _cu([length] * b, dev)
@@ -218,10 +234,11 @@ def _prefill_factory(impl, b, length, sh, rand, dev):
     return make
 
 
-def _decode_factory(impl, b, ctx, sh, rand, dev, gen):
+def _decode_factory(impl, b, ctx, sh, new_rand, dev):
     def make():
         from profiler.kernels.attention import paged_decode_attention, paged_decode_attention_torch
 
+        rand, gen = new_rand()
         pages = -(-ctx // DECODE_BLOCK_SIZE)
         num_blocks = b * pages
         k_cache = rand(num_blocks, DECODE_BLOCK_SIZE, sh.kv_heads, sh.head_dim)
@@ -236,30 +253,33 @@ def _decode_factory(impl, b, ctx, sh, rand, dev, gen):
     return make
 
 
-def _rmsnorm_factory(impl, t, hidden, rand):
+def _rmsnorm_factory(impl, t, hidden, new_rand):
     def make():
         from profiler.kernels.elementwise import rmsnorm, rmsnorm_ref
 
+        rand, _ = new_rand()
         x, w = rand(t, hidden), rand(hidden)
         fn = rmsnorm if impl == "triton" else rmsnorm_ref
         return lambda: fn(x, w)
     return make
 
 
-def _swiglu_factory(impl, t, ffn, rand):
+def _swiglu_factory(impl, t, ffn, new_rand):
     def make():
         from profiler.kernels.elementwise import swiglu, swiglu_ref
 
+        rand, _ = new_rand()
         g, u = rand(t, ffn), rand(t, ffn)
         fn = swiglu if impl == "triton" else swiglu_ref
         return lambda: fn(g, u)
     return make
 
 
-def _rope_factory(impl, t, heads, head_dim, rand, dev):
+def _rope_factory(impl, t, heads, head_dim, new_rand, dev):
     def make():
         from profiler.kernels.elementwise import rope
 
+        rand, _ = new_rand()
         x = rand(t, heads, head_dim)
         pos = torch.arange(t, dtype=torch.int32, device=dev)
         if impl == "triton":
@@ -290,7 +310,18 @@ def run_sweep(cfg: SweepConfig, out: str | Path, progress: bool = True) -> Sweep
         torch.set_num_threads(threads_before)
 
 
+def launched_by_torchrun() -> bool:
+    """RANK and WORLD_SIZE set with more than one rank: this process is one rank of a torchrun job."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _run_sweep(cfg: SweepConfig, out: str | Path, progress: bool) -> SweepResult:
+    if launched_by_torchrun():
+        return _run_distributed(cfg, out, progress)
+    return _run_sweep_local(cfg, out, progress)
+
+
+def _run_sweep_local(cfg: SweepConfig, out: str | Path, progress: bool) -> SweepResult:
     t0 = time.perf_counter()
     res = SweepResult()
     dev_label = device_name(cfg.device)
@@ -354,6 +385,36 @@ def _run_sweep(cfg: SweepConfig, out: str | Path, progress: bool) -> SweepResult
             res.per_family["collectives"] = res.per_family.get("collectives", 0) + len(rows)
             if bar:
                 bar.advance(task, len(sizes))
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _run_distributed(cfg: SweepConfig, out: str | Path, progress: bool) -> SweepResult:
+    """Under torchrun (possibly across nodes): every rank joins the collectives of the group the environment
+    describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK); rank 0 also times the kernels
+    (on its own device) and is the only writer of the table."""
+    from profiler.collectives import run_from_env
+
+    t0 = time.perf_counter()
+    rank = int(os.environ["RANK"])
+    res = SweepResult()
+    if cfg.device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    kernels = tuple(op for op in cfg.ops if op != "collectives")
+    if rank == 0 and kernels:
+        res = _run_sweep_local(replace(cfg, ops=kernels), out, progress)
+    if "collectives" in cfg.ops:
+        from profiler.collectives import COLLECTIVES
+
+        grid = cfg.grid or default_grid(cfg.device, cfg.quick, cfg.tp)
+        dev_label = device_name(cfg.device)
+        # NOTE: no resume here: every rank must run the same collectives; rank 0's append skips known keys.
+        rows = run_from_env(list(COLLECTIVES), list(grid.message_bytes), cfg.dtype, iters=50 if cfg.quick else 100,
+                            device_label=dev_label)
+        if rank == 0:
+            meta = run_metadata(cfg.device, note=f"collectives under torchrun, world {os.environ['WORLD_SIZE']}")
+            res.rows_added += append_rows(out, rows, meta)
+            res.per_family["collectives"] = len(rows)
     res.seconds = time.perf_counter() - t0
     return res
 

@@ -14,6 +14,7 @@ if not torch.cuda.is_available():  # also set by conftest, before any module imp
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
+from hwmodels.profiled import causal_pairs  # noqa: E402
 from profiler.kernels import attention as attn  # noqa: E402
 from profiler.kernels import elementwise as ew  # noqa: E402
 from profiler.kernels import gemm  # noqa: E402
@@ -143,7 +144,7 @@ def test_attention_rejects_bad_heads():
 def test_causal_pairs_formula():
     for lq, lk in [(1, 1), (5, 5), (3, 10), (7, 4)]:
         brute = sum(1 for i in range(lq) for j in range(lk) if j <= i + lk - lq)
-        assert attn.causal_pairs(lq, lk) == brute
+        assert causal_pairs(lq, lk) == brute
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -173,3 +174,22 @@ def test_gemm_autotuned_on_cuda():
     a = torch.randn(512, 1024, generator=gen).half().cuda()
     b = torch.randn(1024, 768, generator=gen).half().cuda()
     assert rel_error(gemm.matmul(a, b), gemm.matmul_ref(a, b)) < TOLERANCE[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_attention_kernels_on_cuda(dtype):
+    gen = torch.Generator().manual_seed(0)
+    len_q, len_k = [300, 77, 1], [300, 500, 2049]
+    q = _rand(gen, sum(len_q), 32, 128, dtype=dtype)
+    k = _rand(gen, sum(len_k), 8, 128, dtype=dtype)
+    v = _rand(gen, sum(len_k), 8, 128, dtype=dtype)
+    out = attn.flash_attention_varlen(q, k, v, _cu(len_q), _cu(len_k))
+    assert rel_error(out, attn.flash_attention_varlen_ref(q, k, v, _cu(len_q), _cu(len_k))) < TOLERANCE[dtype]
+    ctx = torch.tensor([1, 700, 4097], dtype=torch.int32, device=DEVICE)
+    kc = _rand(gen, 600, 16, 8, 128, dtype=dtype)
+    vc = _rand(gen, 600, 16, 8, 128, dtype=dtype)
+    bt = torch.randperm(600, generator=gen)[:3 * 257].reshape(3, 257).to(torch.int32).to(DEVICE)
+    qd = _rand(gen, 3, 32, 128, dtype=dtype)
+    ref = attn.paged_decode_attention_ref(qd, kc, vc, bt, ctx)
+    assert rel_error(attn.paged_decode_attention(qd, kc, vc, bt, ctx), ref) < TOLERANCE[dtype]

@@ -167,3 +167,58 @@ def _tiny_config(tmp_path):
                              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
                              "vocab_size": 128}))
     return p
+
+
+def test_llmsim_profile_under_torchrun_env(tmp_path):
+    """`llmsim profile --ops collectives` launched as 2 ranks the way torchrun does (RANK, WORLD_SIZE,
+    MASTER_ADDR, MASTER_PORT, LOCAL_RANK): one group over loopback; rank 0 writes the table."""
+    import subprocess
+    import sys
+
+    from profiler.collectives import COLLECTIVES, free_port
+
+    out = tmp_path / "dist.parquet"
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", "profile", "--device", "cpu", "--quick",
+                                       "--ops", "collectives", "--out", str(out), "--json"],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    df, runs = read_profile(out)
+    assert set(df["op"]) == set(COLLECTIVES) and set(df["world_size"]) == {2}
+    assert len(df) == 5 * len(COLLECTIVES) and "torchrun" in runs[-1]["note"]
+    assert (tmp_path / "dist.device.yaml").is_file()  # rank 0 measured and wrote the CPU spec
+
+
+def test_gpu_sweep_cases_compute_the_same_as_torch_under_the_interpreter():
+    """The CUDA sweep times Triton and torch side by side; here each Triton case (interpreted) must return
+    what the torch case of the same shape returns: same seeded inputs, same semantics (causal, GQA, paging)."""
+    from profiler.kernels._common import TOLERANCE, rel_error
+
+    grid = Grid(tokens=(3, 16), logits=(2,), prefill_seqs=(2,), prefill_lens=(9,), decode_seqs=(3,),
+                decode_contexts=(20,), world_sizes=(), message_bytes=())
+    cases = build_cases(_cfg(grid=grid, impls=("triton", "torch")))
+    by_key = {}
+    for c in cases:
+        by_key.setdefault((c.op, tuple(sorted(c.shape.items()))), {})[c.impl] = c
+    assert len(by_key) >= 10 and all(set(v) == {"triton", "torch"} for v in by_key.values())
+    for key, pair in by_key.items():
+        out_t, out_r = pair["triton"].make()(), pair["torch"].make()()
+        assert out_t.shape == out_r.shape, key
+        assert rel_error(out_t, out_r) < TOLERANCE[torch.float32] * 10, key
+
+
+@pytest.mark.gpu
+def test_cuda_sweep_times_triton_and_torch(tmp_path):
+    out = tmp_path / "gpu.parquet"
+    grid = Grid(tokens=(1, 64, 512), logits=(1, 8), prefill_seqs=(1, 4), prefill_lens=(128, 512), decode_seqs=(1, 8),
+                decode_contexts=(256, 1024), world_sizes=(), message_bytes=())
+    res = run_sweep(_cfg(device="cuda", dtype="bf16", grid=grid, min_time_s=0.01), out, progress=False)
+    df, runs = read_profile(out)
+    assert res.rows_added == len(df) and set(df["impl"]) == {"triton", "torch"}
+    assert runs[-1]["cuda_runtime"] and runs[-1]["device_kind"] == "cuda"
+    assert fit_report(df, seed=0).set_index("family").loc["all", "num_test"] > 0

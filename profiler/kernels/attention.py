@@ -12,7 +12,7 @@ k_cache/v_cache[num_blocks, block_size, Hkv, D]; block_table[B, max_blocks] int3
 context_lens[B] int32 (KV tokens per sequence, the current token's included).
 Causal masking is bottom-right aligned: query i of a sequence with Lq queries and Lk keys sees keys
 j ≤ i + Lk − Lq (the queries are the last Lq positions, as in chunked prefill).
-FLOPs: 4·D·pairs per head (QKᵀ and PV, 2 FLOPs per multiply-add); see `attention_flops`.
+FLOPs and bytes: hwmodels.profiled.attention_work (4·D per query-key pair per head).
 """
 from __future__ import annotations
 
@@ -314,22 +314,3 @@ def _check_paged(q, k_cache, v_cache, block_table, context_lens) -> None:
         raise ValueError("block_table and context_lens must be int32")
     if block_table.shape[0] != q.shape[0] or context_lens.shape != (q.shape[0],):
         raise ValueError("block_table and context_lens need one row per sequence of q")
-
-
-# --------------------------------------------------------------------------- cost formulas
-def causal_pairs(len_q: int, len_k: int) -> int:
-    """Query-key pairs a causal (bottom-right) attention computes: Σ_i min(len_k, i + 1 + len_k − len_q)."""
-    if len_k >= len_q:
-        return len_q * (len_k - len_q) + len_q * (len_q + 1) // 2
-    return sum(max(0, i + 1 + len_k - len_q) for i in range(len_q))
-
-
-def attention_flops(pairs: int, num_heads: int, head_dim: int) -> float:
-    """4·D FLOPs per query-key pair per head: QKᵀ (2·D) and P·V (2·D); softmax ignored."""
-    return 4.0 * pairs * num_heads * head_dim
-
-
-def attention_bytes(num_q: int, num_kv: int, num_heads: int, num_kv_heads: int, head_dim: int,
-                    itemsize: int) -> float:
-    """Minimum traffic: read Q, K, V once and write O once."""
-    return float((2 * num_q * num_heads + 2 * num_kv * num_kv_heads) * head_dim * itemsize)

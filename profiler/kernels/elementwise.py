@@ -1,7 +1,7 @@
 """Memory-bound ops the cost model prices per layer: RMSNorm, SwiGLU, rotary embedding (RoPE).
 
-Each reads and writes its activations once, so its cost is bytes / bandwidth; the FLOP counts
-below are for the achieved-FLOP/s column only.
+Each reads and writes its activations once, so its cost is bytes / bandwidth (FLOPs and bytes:
+hwmodels.profiled.elementwise_work).
 """
 from __future__ import annotations
 
@@ -113,19 +113,3 @@ def rope_ref(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0) -
     c, s = ang.cos().float()[:, None, :], ang.sin().float()[:, None, :]
     x1, x2 = x[..., :half].float(), x[..., half:].float()
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
-
-
-# --------------------------------------------------------------------------- cost formulas
-def rmsnorm_cost(num_tokens: int, hidden: int, itemsize: int) -> tuple[float, float]:
-    """(FLOPs, bytes): ~4 FLOPs/element (square, sum, scale, weight); read x, write y."""
-    return 4.0 * num_tokens * hidden, float(2 * num_tokens * hidden * itemsize + hidden * itemsize)
-
-
-def swiglu_cost(num_tokens: int, ffn: int, itemsize: int) -> tuple[float, float]:
-    """(FLOPs, bytes): ~5 FLOPs/element (exp, add, div, two muls); read gate and up, write y."""
-    return 5.0 * num_tokens * ffn, float(3 * num_tokens * ffn * itemsize)
-
-
-def rope_cost(num_tokens: int, num_heads: int, head_dim: int, itemsize: int) -> tuple[float, float]:
-    """(FLOPs, bytes): 3 FLOPs/element (two muls, one add); read and write x."""
-    return 3.0 * num_tokens * num_heads * head_dim, float(2 * num_tokens * num_heads * head_dim * itemsize)

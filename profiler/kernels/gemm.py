@@ -3,7 +3,7 @@
 After the Triton tutorial 03-matrix-multiplication: each program computes one BLOCK_M x BLOCK_N
 tile of C, walking K in BLOCK_K steps with an fp32 accumulator; programs are grouped GROUP_M tiles
 tall so neighbouring programs reuse A rows and B columns from L2.
-Cost: 2·M·N·K FLOPs; bytes ≥ (M·K + K·N + M·N)·itemsize (each operand read once, C written once).
+Cost: 2·M·N·K FLOPs; bytes ≥ (M·K + K·N + M·N)·itemsize (hwmodels.profiled.gemm_work).
 """
 from __future__ import annotations
 
@@ -92,13 +92,3 @@ def matmul(a: torch.Tensor, b: torch.Tensor, config: dict | None = None) -> torc
 def matmul_ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """torch reference (cuBLAS on GPU, MKL/oneDNN on CPU)."""
     return torch.matmul(a, b)
-
-
-def gemm_flops(m: int, n: int, k: int) -> float:
-    """2·M·N·K: one multiply and one add per (m, n, k)."""
-    return 2.0 * m * n * k
-
-
-def gemm_bytes(m: int, n: int, k: int, itemsize: int) -> float:
-    """Each operand read once and C written once (the roofline's minimum traffic)."""
-    return float((m * k + k * n + m * n) * itemsize)
