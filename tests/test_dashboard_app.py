@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app.dashboard import forms, render, runs  # noqa: E402
 from hwmodels.errors import UserError  # noqa: E402
-from simulator.config import merge, validate_config  # noqa: E402
+from simulator.config import validate_config  # noqa: E402
 from simulator.simulate import simulate  # noqa: E402
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "dashboard" / "Home.py")
@@ -43,7 +43,7 @@ def _number(text: str) -> float:
 def _expected_config(**sections) -> object:
     base = forms.default_base()
     base["workload"]["num_requests"] = N
-    return validate_config(merge(base, sections))
+    return validate_config(forms.overlay(base, sections))
 
 
 def _check_kpis(at: AppTest, summary: dict) -> None:
@@ -141,7 +141,12 @@ def test_simulate_page_bad_form_value_uses_the_config_validation_message():
     at.button(key="sim_run").click()
     at.run()
     assert not at.exception
-    assert len(at.error) == 1 and "workload.input_len" in at.error[0].value
+    base = forms.default_base()
+    base["workload"]["num_requests"] = 200
+    with pytest.raises(UserError) as exc:
+        validate_config(forms.overlay(base, {"workload": {"input_len": {"kind": "uniform", "low": 900, "high": 100}}}),
+                        "dashboard form")
+    assert [e.value for e in at.error] == [str(exc.value)]
     assert "low (900) must be <= high (100)" in at.error[0].value
 
 
@@ -186,14 +191,21 @@ def test_plan_page_ranks_and_loads_the_recommendation_into_simulate():
     plan_json, backend = at.session_state["plan.result"]
     res = runs.cached_plan(plan_json, backend)
     assert at.success and at.success[0].value == res.answer
-    table = at.dataframe(key="plan.table").value
+    table = at.dataframe[0].value
     assert len(table) == len(res.deployments) >= 1
-    assert table["layout"].tolist() == [d.candidate.label() for d in res.deployments]
+    from simulator.planner.report import table_rows
+
+    assert table["layout"].tolist() == [r["layout"] for r in table_rows(res)]
+    assert table["max QPS"].tolist() == pytest.approx([d.max_qps for d in res.deployments])
     assert len(_charts(at)) == 2
     rec = res.recommended_config()
     at.button(key="plan_load").click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Simulate"]  # st.switch_page took us there
+    # AppTest stays on the page it was pointed at; follow the switch as the browser's URL would
+    at.switch_page("pages/1_Simulate.py")
+    at.run()
     assert at.number_input(key="sim.tp").value == rec.parallel.tp
     assert at.selectbox(key="sim.scheduler").value == rec.scheduler.kind
     assert at.number_input(key="sim.rate").value == pytest.approx(rec.workload.arrival.rate_per_s)

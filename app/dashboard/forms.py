@@ -20,7 +20,7 @@ import streamlit as st
 from hwmodels.errors import UserError
 from hwmodels.hardware import list_gpus
 from hwmodels.models import list_models
-from simulator.config import Config, merge, validate_config
+from simulator.config import Config, validate_config
 
 SCHEDULERS = ("vllm", "sarathi", "splitfuse", "orca", "static")
 CHUNKED = ("sarathi", "splitfuse")
@@ -43,8 +43,21 @@ DASHBOARD_DEFAULTS: dict[str, Any] = {
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "llmsim-dashboard-uploads"
 
 
+def overlay(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `over` into a copy of `base`; a mapping whose `kind` changes is replaced, not merged,
+    so fields of the old kind (a fixed length's `value`, vLLM's `watermark`) do not leak into the new one."""
+    out = dict(base)
+    for k, v in over.items():
+        old = out.get(k)
+        if isinstance(v, Mapping) and isinstance(old, Mapping) and v.get("kind", old.get("kind")) == old.get("kind"):
+            out[k] = overlay(old, v)
+        else:
+            out[k] = dict(v) if isinstance(v, Mapping) else v
+    return out
+
+
 def default_base() -> dict[str, Any]:
-    return merge(Config().model_dump(mode="json"), DASHBOARD_DEFAULTS)
+    return overlay(Config().model_dump(mode="json"), DASHBOARD_DEFAULTS)
 
 
 def base_of(prefix: str) -> dict[str, Any]:
@@ -84,15 +97,10 @@ def user_message(exc: UserError, uploads: Mapping[str, str] | None = None) -> st
 def build_config(sections: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> Config:
     """Overlay form sections on `base` and validate (UserError with the CLI's message on bad values).
 
-    Sections whose `kind` changed (scheduler, kv_cache, workload, cost model) replace the base section
-    instead of merging, so knobs of the old kind do not leak into the new one.
+    Mappings whose `kind` changed (scheduler, KV cache, workload, length distributions, cost model)
+    replace the base's instead of merging (see `overlay`).
     """
-    base = dict(base or default_base())
-    for name, section in sections.items():
-        old = base.get(name)
-        if isinstance(section, dict) and isinstance(old, dict) and section.get("kind", old.get("kind")) != old.get("kind"):
-            base[name] = {}
-    return validate_config(merge(base, dict(sections)), "dashboard form")
+    return validate_config(overlay(base or default_base(), sections), "dashboard form")
 
 
 def _opt_index(options: tuple[str, ...] | list[str], value: Any, default: int = 0) -> int:

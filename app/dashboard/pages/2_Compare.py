@@ -6,7 +6,7 @@ import streamlit as st
 from app.dashboard import figures as F
 from app.dashboard import forms, render, runs
 from hwmodels.errors import UserError
-from simulator.config import merge
+from app.dashboard.forms import overlay
 
 st.set_page_config(page_title="llmsim · Compare", layout="wide")
 P = "cmp"
@@ -36,7 +36,7 @@ systems: list[dict] = []
 for i, col in enumerate(st.columns(num)):
     prefix = f"{P}{i}"
     if f"{prefix}.__base__" not in st.session_state:
-        forms.load_into(prefix, merge(forms.default_base(), VARIANTS[i]))
+        forms.load_into(prefix, overlay(forms.default_base(), VARIANTS[i]))
     with col:
         st.markdown(f"#### Configuration {LETTERS[i]}")
         try:

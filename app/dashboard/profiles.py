@@ -1,0 +1,117 @@
+"""Profile tables (parquet from `llmsim profile`) against the datasheet roofline, and saved validate reports.
+
+Pure functions over DataFrames/dicts; the Validate page only lays them out.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hwmodels.collectives import allgather_seconds, allreduce_seconds, alltoall_seconds, p2p_seconds, \
+    reduce_scatter_seconds
+from hwmodels.config import HardwareConfig
+from hwmodels.hardware import GPUSpec, intra_link
+from hwmodels.profiled import ATTENTION_OPS, COLLECTIVE_OPS, ELEMENTWISE_OPS, GEMM_OPS
+from hwmodels.roofline import efficiency_for
+
+# Device-name fragments (torch.cuda.get_device_name) → catalog accelerator.
+DEVICE_HINTS = (("h100 pcie", "h100-pcie"), ("h100", "h100-sxm"), ("h200", "h200"), ("a100-sxm4-40", "a100-40gb"),
+                ("a100 40", "a100-40gb"), ("a100", "a100-80gb"), ("b200", "b200"), ("l40s", "l40s"), ("l4", "l4"),
+                ("a10g", "a10g"), ("mi300x", "mi300x"))
+
+
+def guess_gpu(device: str) -> str | None:
+    """Catalog name of a measured device name, or None (CPU runs, unknown parts)."""
+    d = device.lower().replace("_", " ")
+    for fragment, name in DEVICE_HINTS:
+        if fragment in d:
+            return name
+    return None
+
+
+def roofline_seconds(row: dict[str, Any], gpu: GPUSpec, hardware: HardwareConfig = HardwareConfig()) -> float:
+    """The datasheet roofline time of one profile row on `gpu`, priced as `RooflineCostModel.op_seconds`
+    prices the same op: launch + max(FLOPs / (eff_c·peak), bytes / (eff_m·HBM B/s)); collectives by the
+    alpha-beta model over the GPU's intra-node link. NaN for ops the roofline has no family for."""
+    op = row["op"]
+    if op in COLLECTIVE_OPS:
+        link, n, nbytes = intra_link(gpu, hardware), max(int(row["world_size"]), 1), float(row["size_bytes"])
+        fn = {"all_reduce": allreduce_seconds, "all_gather": allgather_seconds,
+              "reduce_scatter": reduce_scatter_seconds, "all_to_all": alltoall_seconds}.get(op)
+        return fn(nbytes, n, link) if fn else p2p_seconds(nbytes, link)
+    eff = efficiency_for(gpu)
+    if op in GEMM_OPS:
+        ec, em, fixed = eff.gemm_flops, eff.gemm_mem, eff.gemm_fixed_s
+    elif op in ATTENTION_OPS:
+        ec, em, fixed = eff.attn_flops, eff.gemm_mem, eff.gemm_fixed_s
+    elif op in ELEMENTWISE_OPS:
+        ec, em, fixed = eff.gemm_flops, eff.elem_mem, eff.elem_fixed_s
+    else:
+        return float("nan")
+    t_c = float(row["flops"]) / (gpu.peak_flops(row["dtype"]) * ec)
+    t_m = float(row["bytes"]) / (gpu.hbm_bytes_per_s * em)
+    return fixed + max(t_c, t_m)
+
+
+def shape_text(row: dict[str, Any]) -> str:
+    """The non-zero shape columns of a row, e.g. 'm=128 n=4096 k=4096'."""
+    from hwmodels.profiled import SHAPE_COLUMNS
+
+    return " ".join(f"{c}={int(row[c])}" for c in SHAPE_COLUMNS if int(row[c]))
+
+
+def compare_to_roofline(df: pd.DataFrame, gpu: GPUSpec) -> pd.DataFrame:
+    """One row per measurement: op, impl, dtype, shape, measured_s (median), modelled_s (roofline on
+    `gpu`), rel_error = modelled / measured − 1."""
+    recs = df.to_dict("records")
+    out = pd.DataFrame({
+        "device": [r["device"] for r in recs], "op": [r["op"] for r in recs], "impl": [r["impl"] for r in recs],
+        "dtype": [r["dtype"] for r in recs], "shape": [shape_text(r) for r in recs],
+        "measured_s": [float(r["median_s"]) for r in recs],
+        "modelled_s": [roofline_seconds(r, gpu) for r in recs],
+    })
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["rel_error"] = out["modelled_s"] / out["measured_s"] - 1.0
+    return out
+
+
+def error_by_op(cmp: pd.DataFrame) -> pd.DataFrame:
+    """Median and p90 |relative error| of the roofline per op."""
+    ok = cmp[np.isfinite(cmp["rel_error"])]
+    g = ok.groupby("op")["rel_error"]
+    return pd.DataFrame({"rows": g.size(), "median_abs_rel_error": g.apply(lambda s: s.abs().median()),
+                         "p90_abs_rel_error": g.apply(lambda s: s.abs().quantile(0.9))}).reset_index()
+
+
+# ---- validate reports ------------------------------------------------------------------------
+
+
+def parse_report(name: str, data: bytes) -> tuple[str, Any]:
+    """('html', text) or ('json', object) for a saved `llmsim validate` report; ValueError if neither."""
+    text = data.decode("utf-8", errors="replace")
+    if name.lower().endswith((".html", ".htm")) or text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        return "html", text
+    try:
+        return "json", json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name}:{exc.lineno}:{exc.colno}: not an HTML or JSON validate report ({exc.msg})") from None
+
+
+def report_tables(report: Any) -> dict[str, pd.DataFrame]:
+    """Every list of flat records in a JSON report (e.g. the per-metric error table), by its key path."""
+    out: dict[str, pd.DataFrame] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, list) and node and all(isinstance(x, dict) for x in node):
+            flat = [{k: v for k, v in x.items() if not isinstance(v, (dict, list))} for x in node]
+            if any(flat):
+                out[path or "report"] = pd.DataFrame(flat)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+
+    walk(report, "")
+    return out
