@@ -333,7 +333,9 @@ def _family(op: str) -> str:
         return "attention"
     if op in ELEMENTWISE_OPS:
         return "elementwise"
-    return "collective"
+    if op in COLLECTIVE_OPS:
+        return "collective"
+    return "other"  # rows other tools add (e.g. the executor's overhead): not scored here
 
 
 @dataclass
@@ -519,7 +521,8 @@ def fit_report(df: pd.DataFrame, holdout: float = 0.2, seed: int = 0, device: st
     Columns: family, num_train, num_test, median_abs_rel_err, p90_abs_rel_err, and how many held-out rows
     were interpolated vs fitted. Rows are split per family (seeded), so every family is scored.
     """
-    df = fastest_impl(select_device(df, device)).reset_index(drop=True)
+    df = fastest_impl(select_device(df, device))
+    df = df[df["op"].isin(ALL_OPS)].reset_index(drop=True)
     if not 0 < holdout < 1:
         raise UserError(f"holdout = {holdout}: must be in (0, 1)")
     rng = np.random.default_rng(seed)

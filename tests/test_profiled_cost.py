@@ -283,3 +283,15 @@ def test_vidur_a100_op_timings(profiles_dir, tmp_path):
     roof = RooflineCostModel(model, get_gpu("a100-80gb"), ParallelConfig(), QuantConfig(dtype="fp16"))
     rops = {op.name: op for op in roof.step_cost(BatchShape.from_seqs([(512, 0)])).ops}
     assert 0.5 < ops["mlp_up"].seconds / rops["mlp_up"].seconds < 2.0
+
+
+def test_rows_of_other_ops_are_ignored(tmp_path):
+    """Other tools append their own ops (e.g. the executor's overhead); the fit and report skip them."""
+    rows = synthetic_rows()
+    base, _ = read_profile(write_table(tmp_path / "b.parquet", rows))
+    rows.append(_row("executor_overhead", 0.0, 0.0, t=1e-4, num_seqs=1, num_tokens=1))
+    df, _ = read_profile(write_table(tmp_path / "o.parquet", rows))
+    rep = fit_report(df, seed=1)
+    assert "other" not in set(rep["family"])
+    assert rep.equals(fit_report(base, seed=1))
+    _cm(tmp_path / "o.parquet").stage_seconds(BatchShape.from_seqs([(4, 0)]))
