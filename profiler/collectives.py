@@ -110,10 +110,12 @@ def measure(ops: list[str], sizes_bytes: list[int], dtype: str = "fp32", warmup:
                 call()
                 _sync(device)
                 samples[i] = time.perf_counter() - t0
-            dist.all_reduce(samples, op=dist.ReduceOp.MAX)  # slowest rank per iteration (gloo: CPU tensor)
+            # slowest rank per iteration; NCCL reduces device tensors only
+            worst = samples.to(device)
+            dist.all_reduce(worst, op=dist.ReduceOp.MAX)
             if rank != 0:
                 continue
-            s = samples.numpy()
+            s = worst.cpu().numpy()
             p10, med, p90 = np.percentile(s, [10, 50, 90])
             # send_recv moves `size` each way in the ring step, timed as one exchange (two messages).
             t = med / 2 if op == "send_recv" else med

@@ -41,6 +41,8 @@ def _flash_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_q_ptr, cu_k_ptr, sm_scale,
     len_q = tl.load(cu_q_ptr + seq + 1) - q_start
     k_start = tl.load(cu_k_ptr + seq)
     len_k = tl.load(cu_k_ptr + seq + 1) - k_start
+    q_start = q_start.to(tl.int64)  # token offset x stride can pass 2^31 in long packed batches
+    k_start = k_start.to(tl.int64)
     if pid_m * BLOCK_M >= len_q:
         return
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -180,7 +182,7 @@ def _paged_decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr,
     first_page = split * PAGES_PER_SPLIT
     last_page = tl.minimum(first_page + PAGES_PER_SPLIT, tl.cdiv(ctx, PAGE))
     for page in range(first_page, last_page):
-        block = tl.load(block_table_ptr + seq * stride_bt + page)
+        block = tl.load(block_table_ptr + seq * stride_bt + page).to(tl.int64)  # block x stride can pass 2^31
         tok = page * PAGE + offs_t
         mask_t = tok < ctx
         kv_mask = mask_t[:, None] & mask_d[None, :]
