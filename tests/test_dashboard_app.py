@@ -56,8 +56,8 @@ def _check_kpis(at: AppTest, summary: dict) -> None:
         if node is None:
             assert shown[label] == "–"
             continue
-        assert shown[label].endswith(unit)
-        value = _number(shown[label])
+        assert shown[label].startswith("$") if unit == "$" else shown[label].endswith(unit)
+        value = _number(shown[label].lstrip("$"))
         # the card rounds to its format; compare to the library's number at that precision
         assert value == pytest.approx(node * scale, rel=5e-3, abs=0.051), label
 
@@ -268,3 +268,113 @@ def test_simulation_progress_reaches_all_requests_and_matches_simulate():
     ref = simulate(cfg)
     assert res.summary["ttft_s"] == ref.summary["ttft_s"]
     assert res.summary["notes"] == ref.summary["notes"]
+
+
+# ---- uploads: real trace, Hugging Face config --------------------------------------------------
+
+
+def test_simulate_page_replays_an_uploaded_azure_trace(traces_dir):
+    lines = (traces_dir / "azure_2023" / "AzureLLMInferenceTrace_conv.csv").read_text().splitlines()[:N + 1]
+    data = ("\n".join(lines) + "\n").encode()
+    at = _page("pages/1_Simulate.py")
+    at.radio(key="sim.wl_kind").set_value("trace")
+    at.run()
+    at.file_uploader(key="sim.trace_upload").set_value(("azure_conv_head.csv", data, "text/csv"))
+    at.run()
+    at.number_input(key="sim.trace_n").set_value(0)
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    cfg = json.loads(at.session_state["sim.result_key"])
+    assert cfg["workload"]["kind"] == "trace" and cfg["workload"]["num_requests"] is None
+    assert Path(cfg["workload"]["path"]).read_bytes() == data
+    summary = simulate(validate_config(cfg)).summary
+    assert summary["num_requests"] == N
+    _check_kpis(at, summary)
+
+
+def test_simulate_page_accepts_a_hugging_face_config_upload(tmp_path):
+    hf = {"model_type": "llama", "hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 8,
+          "num_hidden_layers": 16, "intermediate_size": 8192, "vocab_size": 128256,
+          "max_position_embeddings": 131072, "tie_word_embeddings": True}  # Llama-3.2-1B's shape
+    at = _page("pages/1_Simulate.py")
+    at.number_input(key="sim.num_requests").set_value(N)
+    at.selectbox(key="sim.model").set_value(forms.UPLOAD_MODEL)
+    at.run()
+    assert at.error and "upload a Hugging Face config.json" in at.error[0].value
+    at.file_uploader(key="sim.hf_upload").set_value(("config.json", json.dumps(hf).encode(), "application/json"))
+    at.run()
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(hf))
+    expected = _expected_config(model={"name": "hf-model", "hf_config": str(path)})
+    got = json.loads(at.session_state["sim.result_key"])
+    assert Path(got["model"]["hf_config"]).read_text() == path.read_text()
+    got["model"]["hf_config"] = str(path)
+    assert got == json.loads(expected.model_dump_json())
+    _check_kpis(at, simulate(expected).summary)
+    assert json.loads(at.session_state["sim.result_key"])["model"]["name"] == "hf-model"
+
+
+# ---- Validate / profiles -----------------------------------------------------------------------
+
+
+def _profile_parquet() -> bytes:
+    import io
+
+    import pandas as pd
+
+    from hwmodels.profiled import COLUMNS, SHAPE_COLUMNS, typed_frame
+
+    rows = []
+    # Hand-made rows for plumbing only (these times are not measurements of anything).
+    for m, t in ((16, 40e-6), (256, 90e-6), (4096, 1.1e-3)):
+        r = {c: 0 for c in SHAPE_COLUMNS}
+        r.update(device="NVIDIA H100 80GB HBM3", op="gemm", impl="triton", dtype="bf16", m=m, n=4096, k=4096,
+                 name=f"gemm m={m}", median_s=t, p10_s=t, p90_s=t, num_samples=10, flops=2.0 * m * 4096 * 4096,
+                 bytes=2.0 * (4096 * 4096 + 2 * m * 4096), flops_per_s=0.0, bytes_per_s=0.0,
+                 algbw_bytes_per_s=0.0, busbw_bytes_per_s=0.0, measured_at="")
+        rows.append(r)
+    buf = io.BytesIO()
+    typed_frame(pd.DataFrame(rows, columns=list(COLUMNS))).to_parquet(buf)
+    return buf.getvalue()
+
+
+def test_validate_page_compares_a_profile_table_to_the_roofline():
+    from hwmodels.hardware import get_gpu
+    from hwmodels.roofline import efficiency_for
+
+    at = _page("pages/4_Validate.py")
+    at.file_uploader(key="val.profile_upload").set_value(("prof.parquet", _profile_parquet(), "application/octet-stream"))
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="val.gpu").value == "h100-sxm"  # guessed from the device name
+    assert len(_charts(at)) == 1
+    rows = at.dataframe[2].value  # error by op, fit report, all measurements
+    gpu = get_gpu("h100-sxm")
+    eff = efficiency_for(gpu)
+    for _, r in rows.iterrows():
+        m = int(r["shape"].split()[0].split("=")[1])
+        flops, nbytes = 2.0 * m * 4096 * 4096, 2.0 * (4096 * 4096 + 2 * m * 4096)
+        expect = eff.gemm_fixed_s + max(flops / (gpu.peak_flops("bf16") * eff.gemm_flops),
+                                        nbytes / (gpu.hbm_bytes_per_s * eff.gemm_mem))
+        assert r["modelled_s"] == pytest.approx(expect)
+        assert r["rel_error"] == pytest.approx(expect / r["measured_s"] - 1)
+
+
+def test_validate_page_shows_a_json_report_and_rejects_a_broken_one():
+    at = _page("pages/4_Validate.py")
+    report = {"config": {"model": "tiny"}, "errors": [
+        {"metric": "ttft_s", "stat": "p50", "measured": 0.10, "predicted": 0.12, "rel_error": 0.2},
+        {"metric": "tpot_s", "stat": "p50", "measured": 0.02, "predicted": 0.019, "rel_error": -0.05}]}
+    at.file_uploader(key="val.report_upload").set_value(("report.json", json.dumps(report).encode(), "application/json"))
+    at.run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert table["metric"].tolist() == ["ttft_s", "tpot_s"] and table["rel_error"].tolist() == [0.2, -0.05]
+    at.file_uploader(key="val.report_upload").set_value(("broken.json", b'{"errors": [\n  {"metric": }', "application/json"))
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["broken.json:2:14: not an HTML or JSON validate report (Expecting value)"]

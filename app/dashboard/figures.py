@@ -32,9 +32,13 @@ def _colour(i: int) -> str:
 
 
 def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=50, r=20, t=50, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+    fig.update_layout(title=title, height=height, margin=dict(l=50, r=20, t=60, b=40))
     return fig
+
+
+def _name(label: str, what: str, num_runs: int) -> str:
+    """Legend entry: just `what` for a single run, `label: what` when runs are overlaid."""
+    return what if num_runs == 1 else f"{label}: {what}"
 
 
 # ---- per-request metrics ---------------------------------------------------------------------
@@ -61,7 +65,7 @@ def latency_cdfs(runs: Mapping[str, pd.DataFrame], slo_s: Mapping[str, float | N
         for col, metric in enumerate(LATENCY_METRICS, start=1):
             x, y = _ecdf(lat[metric])
             fig.add_trace(go.Scatter(x=x * 1e3, y=y, mode="lines", name=label, legendgroup=label,
-                                     showlegend=col == 1, line=dict(color=_colour(i), shape="hv")),
+                                     showlegend=col == 1 and len(runs) > 1, line=dict(color=_colour(i), shape="hv")),
                           row=1, col=col)
     for col, metric in enumerate(LATENCY_METRICS, start=1):
         target = (slo_s or {}).get(metric)
@@ -92,14 +96,15 @@ def throughput_and_queue(runs: Mapping[str, pd.DataFrame], num_bins: int = 60) -
         tokens, _ = np.histogram(steps["end_s"], bins=edges, weights=steps["num_tokens"])
         decode, _ = np.histogram(steps["end_s"], bins=edges, weights=steps["decode_tokens"])
         mid = (edges[:-1] + edges[1:]) / 2
-        fig.add_trace(go.Scatter(x=mid, y=tokens / width, name=f"{label}: all tokens", legendgroup=label,
+        n = len(runs)
+        fig.add_trace(go.Scatter(x=mid, y=tokens / width, name=_name(label, "all tokens", n), legendgroup=label,
                                  line=dict(color=c)), row=1, col=1)
-        fig.add_trace(go.Scatter(x=mid, y=decode / width, name=f"{label}: decode tokens", legendgroup=label,
+        fig.add_trace(go.Scatter(x=mid, y=decode / width, name=_name(label, "decode tokens", n), legendgroup=label,
                                  line=dict(color=c, dash="dot")), row=1, col=1)
         waiting, running = queue_over_time(steps)
-        fig.add_trace(go.Scatter(x=waiting.index, y=waiting.to_numpy(), name=f"{label}: waiting",
+        fig.add_trace(go.Scatter(x=waiting.index, y=waiting.to_numpy(), name=_name(label, "waiting", n),
                                  legendgroup=label, line=dict(color=c, shape="hv")), row=2, col=1)
-        fig.add_trace(go.Scatter(x=running.index, y=running.to_numpy(), name=f"{label}: running",
+        fig.add_trace(go.Scatter(x=running.index, y=running.to_numpy(), name=_name(label, "running", n),
                                  legendgroup=label, line=dict(color=c, shape="hv", dash="dot")), row=2, col=1)
     fig.update_xaxes(title_text="simulated time (s)", row=2, col=1)
     return _layout(fig, "Throughput and queue length over time", height=520)
@@ -126,7 +131,7 @@ def kv_usage(runs: Mapping[str, pd.DataFrame]) -> go.Figure:
         for j, (replica, s) in enumerate(steps.groupby("replica", sort=True)):
             total = (s["kv_used_blocks"] + s["kv_free_blocks"]).replace(0, np.nan)
             fig.add_trace(go.Scatter(x=s["start_s"], y=100 * s["kv_used_blocks"] / total, mode="lines",
-                                     name=f"{label} · replica {replica}", legendgroup=label,
+                                     name=_name(label, f"replica {replica}", len(runs)), legendgroup=label,
                                      line=dict(color=_colour(i), shape="hv", dash=None if j == 0 else "dot")))
     fig.update_xaxes(title_text="simulated time (s)")
     fig.update_yaxes(title_text="KV blocks used (%)", range=[0, 101])

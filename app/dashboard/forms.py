@@ -35,9 +35,9 @@ UPLOAD_MODEL = "upload a Hugging Face config.json…"
 
 # Small default scenario: a page run takes about a second (the library default is 1000 requests).
 DASHBOARD_DEFAULTS: dict[str, Any] = {
-    "workload": {"kind": "synthetic", "num_requests": 200, "arrival": {"process": "poisson", "rate_per_s": 10.0},
-                 "input_len": {"kind": "lognormal", "mean": 512, "sigma": 0.8, "min": 16, "max": 4096},
-                 "output_len": {"kind": "lognormal", "mean": 128, "sigma": 0.8, "min": 4, "max": 1024}},
+    "workload": {"kind": "synthetic", "num_requests": 200, "arrival": {"process": "poisson", "rate_per_s": 30.0},
+                 "input_len": {"kind": "lognormal", "mean": 1024, "sigma": 0.8, "min": 16, "max": 8192},
+                 "output_len": {"kind": "lognormal", "mean": 256, "sigma": 0.8, "min": 4, "max": 2048}},
     "slo": {"ttft_s": 0.5, "tpot_s": 0.05},
 }
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "llmsim-dashboard-uploads"
@@ -120,8 +120,11 @@ def _stored(upload: Any) -> str:
 # ---- the forms -------------------------------------------------------------------------------
 
 
-def system_form(prefix: str, base: Mapping[str, Any], container: Any = st) -> dict[str, Any]:
-    """Model, accelerator, layout, dtypes, scheduler (+knobs), KV cache and router sections."""
+def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], container: Any = st) -> dict[str, Any]:
+    """Model, accelerator, layout, dtypes, scheduler (+knobs), KV cache and router sections.
+
+    Problems the widgets alone can see are appended to `errors` and every widget is still drawn (a widget
+    skipped in one run would lose its value)."""
     c = container
     k = lambda name: f"{prefix}.{name}"  # noqa: E731
     models = [m.name for m in list_models()]
@@ -135,11 +138,13 @@ def system_form(prefix: str, base: Mapping[str, Any], container: Any = st) -> di
     if choice == UPLOAD_MODEL:
         up = c.file_uploader("Hugging Face config.json", type=["json"], key=k("hf_upload"))
         if up is not None:
-            out["model"] = {"name": Path(up.name).stem, "hf_config": _stored(up)}
+            stem = Path(up.name).stem
+            label = c.text_input("Name it", value=stem if stem != "config" else "hf-model", key=k("hf_name"))
+            out["model"] = {"name": label or "hf-model", "hf_config": _stored(up)}
         elif mb.get("hf_config"):
             out["model"] = {"name": mb.get("name"), "hf_config": mb["hf_config"]}
         else:
-            raise UserError("model: upload a Hugging Face config.json or pick a catalog model")
+            errors.append("model: upload a Hugging Face config.json or pick a catalog model")
     else:
         out["model"] = {"name": choice, "hf_config": None}
     gpu = c.selectbox("Accelerator", gpus, key=k("gpu"), index=_opt_index(gpus, hb.get("gpu")))
@@ -240,8 +245,9 @@ def _length_widgets(prefix: str, label: str, dist: Mapping[str, Any], container:
             "min": int(get("min", 1)), "max": int(get("max", 32768))}
 
 
-def workload_form(prefix: str, base: Mapping[str, Any], container: Any = st) -> dict[str, Any]:
-    """Workload section (synthetic, or a trace file: uploaded or a path) and the simulation seed."""
+def workload_form(prefix: str, base: Mapping[str, Any], errors: list[str], container: Any = st) -> dict[str, Any]:
+    """Workload section (synthetic, or a trace file: uploaded or a path) and the simulation seed; problems
+    are appended to `errors` (see system_form)."""
     c = container
     k = lambda name: f"{prefix}.{name}"  # noqa: E731
     wb = base["workload"]
@@ -258,7 +264,7 @@ def workload_form(prefix: str, base: Mapping[str, Any], container: Any = st) -> 
         path = _stored(up) if up is not None else c.text_input("…or a trace path on the server",
                                                                 value=wb.get("path", ""), key=k("trace_path"))
         if not path:
-            raise UserError("workload.path: upload a trace file or give its path")
+            errors.append("workload.path: upload a trace file or give its path")
         a, b = c.columns(2)
         n = int(a.number_input("First N requests (0 = all)", min_value=0, value=int(wb.get("num_requests") or 200),
                                key=k("trace_n")))
@@ -289,7 +295,7 @@ def workload_form(prefix: str, base: Mapping[str, Any], container: Any = st) -> 
     return out
 
 
-def slo_form(prefix: str, base: Mapping[str, Any], container: Any = st) -> dict[str, Any]:
+def slo_form(prefix: str, base: Mapping[str, Any], errors: list[str], container: Any = st) -> dict[str, Any]:
     """SLO section, entered in milliseconds (0 = no target)."""
     c = container
     sb = base["slo"]

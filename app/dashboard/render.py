@@ -26,14 +26,14 @@ KPI_SPECS: tuple[tuple[str, str, float, str, str], ...] = (
     ("Goodput", "goodput_per_s", 1.0, "req/s", ",.2f"),
     ("SLO attainment", "slo_attainment", 100.0, "%", ".1f"),
     ("KV peak", "kv_peak_utilization", 100.0, "%", ".1f"),
-    ("Cost", "usd_per_million_output_tokens", 1.0, "$/M out tok", ",.2f"),
+    ("Cost / M output tokens", "usd_per_million_output_tokens", 1.0, "$", ",.3f"),
 )
 KPI_HELP = {
     "TTFT p50": "time to first token = first_token − arrival, over finished requests",
     "TPOT p50": "time per output token after the first = (finish − first_token) / (generated − 1)",
     "Goodput": "finished requests meeting every SLO that is set, per second",
     "SLO attainment": "fraction of all requests that finished within every SLO",
-    "Cost": "GPU-hours of the run × $/GPU-hour, per million output tokens",
+    "Cost / M output tokens": "GPU-hours of the run × $/GPU-hour, per million output tokens",
 }
 COMPARE_METRICS = (("ttft_s.p90", "TTFT p90 (ms)", 1e3), ("tpot_s.p90", "TPOT p90 (ms)", 1e3),
                    ("e2e_s.p90", "E2E p90 (ms)", 1e3), ("output_throughput_tokens_per_s", "output tok/s", 1.0),
@@ -41,12 +41,23 @@ COMPARE_METRICS = (("ttft_s.p90", "TTFT p90 (ms)", 1e3), ("tpot_s.p90", "TPOT p9
                    ("usd_per_million_output_tokens", "$ / M output tokens", 1.0))
 
 
+def page_setup(title: str) -> None:
+    """Page config shared by every page: wide layout and a sidebar wide enough for three inputs a row."""
+    st.set_page_config(page_title=f"llmsim · {title}", layout="wide")
+    st.markdown("<style>section[data-testid='stSidebar']{min-width:24rem}</style>", unsafe_allow_html=True)
+
+
 def kpis(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(label, value text, help) of each KPI card; '–' where the library reports None."""
     out = []
     for label, path, scale, unit, fmt in KPI_SPECS:
         v = F.summary_value(summary, path)
-        text = "–" if v is None else f"{format(v * scale, fmt)} {unit}"
+        if v is None:
+            text = "–"
+        elif unit == "$":
+            text = f"${format(v * scale, fmt)}"
+        else:
+            text = f"{format(v * scale, fmt)} {unit}"
         out.append((label, text, KPI_HELP.get(label, path)))
     return out
 

@@ -10,7 +10,7 @@ from app.dashboard import forms, render, runs
 from hwmodels.errors import UserError
 from simulator.config import validate_config
 
-st.set_page_config(page_title="llmsim · Simulate", layout="wide")
+render.page_setup("Simulate")
 P = "sim"
 
 st.title("Simulate")
@@ -34,25 +34,25 @@ with st.sidebar:
                 st.rerun()
     if st.session_state.get("plan.loaded_label"):
         st.info(f"Loaded from the planner: {st.session_state['plan.loaded_label']}")
-    sections, form_error = {}, None
-    try:
-        st.subheader("System")
-        sections.update(forms.system_form(P, base))
-        st.subheader("Workload")
-        sections.update(forms.workload_form(P, base))
-        st.subheader("SLOs")
-        sections.update(forms.slo_form(P, base))
-    except UserError as exc:
-        form_error = forms.user_message(exc, st.session_state.get("__uploads__"))
+    sections: dict = {}
+    form_errors: list[str] = []
+    st.subheader("System")
+    sections.update(forms.system_form(P, base, form_errors))
+    st.subheader("Workload")
+    sections.update(forms.workload_form(P, base, form_errors))
+    st.subheader("SLOs")
+    sections.update(forms.slo_form(P, base, form_errors))
     run = st.button("Run simulation", type="primary", key="sim_run", width="stretch")
 
-if form_error:
-    st.error(form_error)
-elif run:
+failed = bool(form_errors)
+for msg in form_errors:
+    st.error(msg)
+if run and not form_errors:
     try:
         cfg = forms.build_config(sections, base)
     except UserError as exc:
         st.error(forms.user_message(exc, st.session_state.get("__uploads__")))
+        failed = True
     else:
         cancel_slot, bar = st.empty(), st.progress(0.0, text="starting…")
         cancel_slot.button("Cancel", key="sim_cancel")
@@ -60,8 +60,10 @@ elif run:
             runs.simulate_with_progress(cfg, lambda f, text: bar.progress(f, text=text or None))
         except UserError as exc:
             st.error(forms.user_message(exc, st.session_state.get("__uploads__")))
+            failed = True
         except runs.Cancelled:
             st.warning("Simulation cancelled.")
+            failed = True
         else:
             st.session_state["sim.result_key"] = runs.config_key(cfg)
         finally:
@@ -77,6 +79,8 @@ if key is None:
 else:
     result = runs.cached_simulation(key)
     s = result.summary
+    if failed:
+        st.caption("Below: the last successful run.")
     st.caption(f"{s['num_finished']:,} of {s['num_requests']:,} requests finished "
                f"({s['num_rejected']:,} rejected, {s['num_unfinished']:,} unfinished) in "
                f"{(s['duration_s'] or 0):,.2f} s simulated · {s['num_steps']:,} steps · "

@@ -8,7 +8,7 @@ from app.dashboard import forms, render, runs
 from hwmodels.errors import UserError
 from app.dashboard.forms import overlay
 
-st.set_page_config(page_title="llmsim · Compare", layout="wide")
+render.page_setup("Compare")
 P = "cmp"
 # Starting points: the same system under different schedulers (edit freely).
 VARIANTS = ({"scheduler": {"kind": "vllm"}}, {"scheduler": {"kind": "sarathi", "chunk_size": 512}},
@@ -23,13 +23,10 @@ uploads = st.session_state.get("__uploads__")
 with st.sidebar:
     num = int(st.number_input("Configurations", min_value=2, max_value=len(VARIANTS), value=2, key="cmp.num"))
     shared: dict = {}
-    try:
-        st.subheader("Workload (shared)")
-        shared.update(forms.workload_form(P, base))
-        st.subheader("SLOs (shared)")
-        shared.update(forms.slo_form(P, base))
-    except UserError as exc:
-        errors.append(forms.user_message(exc, uploads))
+    st.subheader("Workload (shared)")
+    shared.update(forms.workload_form(P, base, errors))
+    st.subheader("SLOs (shared)")
+    shared.update(forms.slo_form(P, base, errors))
     run = st.button("Run all", type="primary", key="cmp_run", width="stretch")
 
 systems: list[dict] = []
@@ -39,11 +36,9 @@ for i, col in enumerate(st.columns(num)):
         forms.load_into(prefix, overlay(forms.default_base(), VARIANTS[i]))
     with col:
         st.markdown(f"#### Configuration {LETTERS[i]}")
-        try:
-            systems.append(forms.system_form(prefix, forms.base_of(prefix)))
-        except UserError as exc:
-            errors.append(f"{LETTERS[i]}: {forms.user_message(exc, uploads)}")
-            systems.append({})
+        mine: list[str] = []
+        systems.append(forms.system_form(prefix, forms.base_of(prefix), mine))
+        errors += [f"{LETTERS[i]}: {msg}" for msg in mine]
 
 for msg in errors:
     st.error(msg)

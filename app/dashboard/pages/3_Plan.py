@@ -5,12 +5,12 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import figures as F
-from app.dashboard import forms, runs
+from app.dashboard import forms, render, runs
 from hwmodels.errors import UserError
 from hwmodels.hardware import list_gpus
 from hwmodels.models import list_models
 
-st.set_page_config(page_title="llmsim · Plan", layout="wide")
+render.page_setup("Plan")
 P = "plan"
 
 st.title("Plan")
@@ -18,37 +18,35 @@ st.markdown("Find the cheapest deployment that meets the SLOs: every candidate l
             "and roofline bounds, then its highest sustainable request rate is found by simulation.")
 base = forms.base_of(P)
 uploads = st.session_state.get("__uploads__")
-error = None
 
 with st.sidebar:
-    try:
-        models = [m.name for m in list_models()]
-        model = st.selectbox("Model", models, key="plan.model", index=forms._opt_index(models, base["model"]["name"]))
-        gpus_all = [g.name for g in list_gpus()]
-        gpus = st.multiselect("Accelerators", gpus_all, default=[base["hardware"]["gpu"]], key="plan.gpus")
-        tps = st.multiselect("TP degrees", [1, 2, 4, 8], default=[1, 2], key="plan.tps")
-        pps = st.multiselect("PP degrees", [1, 2, 4], default=[1], key="plan.pps")
-        scheds = st.multiselect("Schedulers", list(forms.SCHEDULERS), default=["vllm", "sarathi"], key="plan.scheds")
-        c1, c2 = st.columns(2)
-        target = c1.number_input("Target req/s (0 = max)", min_value=0.0, value=0.0, key="plan.target")
-        max_gpus = c2.number_input("Max GPUs (0 = any)", min_value=0, value=8, key="plan.max_gpus")
-        rank_by = st.selectbox("Rank by", ("cost", "qps_per_gpu", "ttft"), key="plan.rank_by")
-        c1, c2 = st.columns(2)
-        probe_n = c1.number_input("Requests per probe", min_value=10, value=100, key="plan.probe_n",
-                                  help="each capacity probe simulates the first N requests of the workload")
-        tol = c2.number_input("Rate grid tolerance", min_value=0.01, max_value=1.0, value=0.1, key="plan.tol")
-        backend = st.radio("Run on", ("serial", "local"), horizontal=True, key="plan.backend",
-                           help="serial: in the dashboard process; local: a process pool on this machine")
-        st.subheader("Workload")
-        sections = forms.workload_form(P, base)
-        st.subheader("SLOs")
-        sections.update(forms.slo_form(P, base))
-        pct = st.number_input("SLO percentile", min_value=1.0, max_value=100.0,
-                              value=float(base["slo"].get("percentile", 90.0)), key="plan.pct")
-        sections["slo"]["percentile"] = pct
-        sections["model"] = {"name": model, "hf_config": None}
-    except UserError as exc:
-        error = forms.user_message(exc, uploads)
+    models = [m.name for m in list_models()]
+    model = st.selectbox("Model", models, key="plan.model", index=forms._opt_index(models, base["model"]["name"]))
+    gpus_all = [g.name for g in list_gpus()]
+    gpus = st.multiselect("Accelerators", gpus_all, default=[base["hardware"]["gpu"]], key="plan.gpus")
+    tps = st.multiselect("TP degrees", [1, 2, 4, 8], default=[1, 2], key="plan.tps")
+    pps = st.multiselect("PP degrees", [1, 2, 4], default=[1], key="plan.pps")
+    scheds = st.multiselect("Schedulers", list(forms.SCHEDULERS), default=["vllm", "sarathi"], key="plan.scheds")
+    c1, c2 = st.columns(2)
+    target = c1.number_input("Target req/s (0 = max)", min_value=0.0, value=0.0, key="plan.target")
+    max_gpus = c2.number_input("Max GPUs (0 = any)", min_value=0, value=8, key="plan.max_gpus")
+    rank_by = st.selectbox("Rank by", ("cost", "qps_per_gpu", "ttft"), key="plan.rank_by")
+    c1, c2 = st.columns(2)
+    probe_n = c1.number_input("Requests per probe", min_value=10, value=100, key="plan.probe_n",
+                              help="each capacity probe simulates the first N requests of the workload")
+    tol = c2.number_input("Rate grid tolerance", min_value=0.01, max_value=1.0, value=0.1, key="plan.tol")
+    backend = st.radio("Run on", ("serial", "local"), horizontal=True, key="plan.backend",
+                       help="serial: in the dashboard process; local: a process pool on this machine")
+    st.subheader("Workload")
+    form_errors: list[str] = []
+    sections = forms.workload_form(P, base, form_errors)
+    st.subheader("SLOs")
+    sections.update(forms.slo_form(P, base, form_errors))
+    error = "\n".join(form_errors) or None
+    pct = st.number_input("SLO percentile", min_value=1.0, max_value=100.0,
+                          value=float(base["slo"].get("percentile", 90.0)), key="plan.pct")
+    sections["slo"]["percentile"] = pct
+    sections["model"] = {"name": model, "hf_config": None}
     run = st.button("Run planner", type="primary", key="plan_run", width="stretch")
 
 

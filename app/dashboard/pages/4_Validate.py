@@ -6,12 +6,12 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from app.dashboard import figures as F
-from app.dashboard import forms, profiles
+from app.dashboard import forms, render, profiles
 from hwmodels.errors import UserError
 from hwmodels.hardware import get_gpu, list_gpus
 from hwmodels.profiled import fit_report, read_profile
 
-st.set_page_config(page_title="llmsim · Validate", layout="wide")
+render.page_setup("Validate")
 st.title("Validate / profiles")
 uploads = st.session_state.get("__uploads__")
 prof_tab, report_tab = st.tabs(["Profile table", "Validate report"])
