@@ -207,38 +207,42 @@ class _Curve:
         j = min(range(len(lxs)), key=lambda q: abs(lxs[q] - lx))
         return info[j]
 
-    def _at_y(self, i: int, lx: float) -> float | None:
+    def _at_y(self, i: int, lx: float) -> tuple[float, bool] | None:
+        """(log seconds, exact?) on row i at log x, or None outside the row's range."""
         lxs, lts, _ = self.rows[i]
-        if lx < lxs[0] - 1e-12 or lx > lxs[-1] + 1e-12:
+        j = bisect.bisect_left(lxs, lx - _EPS)
+        if j == len(lxs):
             return None
-        j = bisect.bisect_left(lxs, lx)
-        if j < len(lxs) and abs(lxs[j] - lx) <= 1e-12:
-            return lts[j]
-        x0, x1, t0, t1 = lxs[j - 1], lxs[j], lts[j - 1], lts[j]
-        return t0 + (t1 - t0) * (lx - x0) / (x1 - x0)
+        x1 = lxs[j]
+        if x1 - lx <= _EPS:  # within _EPS of a measured x (bisect guarantees x1 >= lx - _EPS)
+            return lts[j], True
+        if j == 0:
+            return None
+        x0, t0 = lxs[j - 1], lts[j - 1]
+        return t0 + (lts[j] - t0) * (lx - x0) / (x1 - x0), False
 
     def query(self, y: float, x: float) -> tuple[float, bool] | None:
         """(seconds, exact measurement?) or None when (y, x) lies outside the measured range."""
         if x <= 0 or y <= 0:
             return None
         lx, ly = math.log(x), math.log(y)
-        i = bisect.bisect_left(self.lys, ly - 1e-12)
-        if i == len(self.ys):
+        lys = self.lys
+        i = bisect.bisect_left(lys, ly - _EPS)
+        if i == len(lys):
             return None
-        if abs(self.lys[i] - ly) <= 1e-12:
-            lt = self._at_y(i, lx)
-            if lt is None:
-                return None
-            lxs = self.rows[i][0]
-            j = bisect.bisect_left(lxs, lx - 1e-12)
-            return math.exp(lt), j < len(lxs) and abs(lxs[j] - lx) <= 1e-12
+        if lys[i] - ly <= _EPS:
+            a = self._at_y(i, lx)
+            return None if a is None else (math.exp(a[0]), a[1])
         if i == 0:
             return None
         a, b = self._at_y(i - 1, lx), self._at_y(i, lx)
         if a is None or b is None:
             return None
-        w = (ly - self.lys[i - 1]) / (self.lys[i] - self.lys[i - 1])
-        return math.exp(a + (b - a) * w), False
+        w = (ly - lys[i - 1]) / (lys[i] - lys[i - 1])
+        return math.exp(a[0] + (b[0] - a[0]) * w), False
+
+
+_EPS = 1e-12  # log-space tolerance for "the same x" (exact hits)
 
 
 # ---------------------------------------------------------------------------------------------- fits
@@ -587,7 +591,7 @@ class ProfiledCostModel:
         self._pp1 = parallel.pp == 1
         self._tok_cache: dict[int, tuple[float, float, float, float]] = {}
         self._logit_cache: dict[int, float] = {}
-        self._attn_cache: dict[tuple[int, ...], tuple[float, tuple[tuple[str, float, str], ...]]] = {}
+        self._attn_cache: dict[tuple[int, ...], float] = {}
         sh = self.shapes
         # Hot path: this model's attention curves, looked up once.
         self._decode_curve = self.fit.curves.get(("attention_decode", quant.dtype, sh.heads, sh.kv_heads, sh.head_dim))
@@ -638,12 +642,8 @@ class ProfiledCostModel:
                     if op.name == f"attention_{phase}")
         return self.roofline.op_seconds(part), "roofline"
 
-    def attention_seconds(self, shape: BatchShape) -> tuple[float, tuple[tuple[str, float, str], ...]]:
-        """(seconds of one layer's attention on one GPU, ((part, seconds, source), ...)) for this batch."""
-        key = shape.key()
-        v = self._attn_cache.get(key)
-        if v is not None:
-            return v
+    def attention_parts(self, shape: BatchShape) -> list[tuple[str, float, str]]:
+        """(part, seconds of one layer on one GPU, source) for the prefill and decode parts present."""
         parts = []
         if shape.num_prefill_tokens > 0:
             s, src = self._attention_part("prefill", shape.num_prefill_seqs, shape.num_prefill_tokens,
@@ -654,10 +654,23 @@ class ProfiledCostModel:
             s, src = self._attention_part("decode", shape.num_decode_tokens, shape.num_decode_tokens,
                                           shape.decode_attn_pairs, shape.decode_kv_read_tokens, shape)
             parts.append(("attention_decode", s, src))
-        v = (sum(p[1] for p in parts), tuple(parts))
-        if len(self._attn_cache) >= self._ATTN_CACHE_MAX:
-            self._attn_cache.clear()
-        self._attn_cache[key] = v
+        return parts
+
+    def attention_seconds(self, shape: BatchShape) -> float:
+        """Seconds of one layer's attention on one GPU (prefill part + decode part), cached per shape.
+
+        NOTE: the cache maps int tuples to floats, objects CPython's cyclic GC does not track, so a
+        large cache costs no GC time on the hot path.
+        """
+        key = shape.key()
+        v = self._attn_cache.get(key)
+        if v is None:
+            v = 0.0
+            for _, s, _ in self.attention_parts(shape):
+                v += s
+            if len(self._attn_cache) >= self._ATTN_CACHE_MAX:
+                self._attn_cache.clear()
+            self._attn_cache[key] = v
         return v
 
     # ---- token- and logit-dependent parts, cached ------------------------------------------------------
@@ -690,7 +703,7 @@ class ProfiledCostModel:
             lg = self._logit_cache[shape.num_logits] = self._logit_part(shape.num_logits)
         last = v[2] + lg
         extra = v[1] + last if self._pp1 else (v[1] if v[1] > last else last)
-        return v[0] + extra + self.layers_per_stage * self.attention_seconds(shape)[0]
+        return v[0] + extra + self.layers_per_stage * self.attention_seconds(shape)
 
     def p2p_seconds(self, shape: BatchShape) -> float:
         if self._pp1 or shape.num_tokens <= 0:
@@ -704,7 +717,7 @@ class ProfiledCostModel:
         pp = self.parallel.pp
         ops: list[OpCost] = []
         total = 0.0
-        attn = {name: (s, src) for name, s, src in self.attention_seconds(shape)[1]}
+        attn = {name: (s, src) for name, s, src in self.attention_parts(shape)}
         for op in ops_for(self.model, self.parallel, self.quant, shape, self.native_dtypes):
             n = op.count * (pp if op.placement == "layer" else (pp - 1 if op.placement == "p2p" else 1))
             if op.kind == "attention":

@@ -147,7 +147,7 @@ def test_cost_model_protocol_and_breakdown(table):
 def test_mixed_batch_sums_prefill_and_decode_parts(table):
     cm = _cm(table)
     shape = BatchShape.from_seqs([(40, 0), (1, 100), (1, 60)])
-    secs, parts = cm.attention_seconds(shape)
+    secs, parts = cm.attention_seconds(shape), cm.attention_parts(shape)
     assert [p[0] for p in parts] == ["attention_prefill", "attention_decode"]
     assert secs == pytest.approx(sum(p[1] for p in parts))
     sh = op_shapes(TINY, 1)
@@ -162,7 +162,8 @@ def test_mixed_batch_sums_prefill_and_decode_parts(table):
 
 def test_pure_prefill_is_interpolated(table):
     cm = _cm(table)
-    secs, parts = cm.attention_seconds(BatchShape.from_seqs([(100, 0), (100, 0)]))
+    shape = BatchShape.from_seqs([(100, 0), (100, 0)])
+    secs, parts = cm.attention_seconds(shape), cm.attention_parts(shape)
     assert [p[2] for p in parts] == ["interpolated"]
     sh = op_shapes(TINY, 1)
     fl, by = attention_work(2 * causal_pairs(100, 100), 200, 200, sh.heads, sh.kv_heads, sh.head_dim, 4)
