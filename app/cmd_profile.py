@@ -165,5 +165,41 @@ def fit_report_cmd(
     typer.echo(f"device(s): {', '.join(dev)}; runs: {len(runs)}")
 
 
+@profile_app.command("import-vidur")
+def import_vidur_cmd(
+    files: list[Path] = typer.Argument(..., help="Vidur mlp.csv (compute) and/or all_reduce.csv / send_recv.csv"),
+    out: Path = typer.Option(..., help="profile table to write or extend (FILE.parquet)"),
+    device: Optional[str] = typer.Option(None, help="device label (default: vidur:<gpu or node folder>)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
+) -> None:
+    """Turn Vidur's published op timings (microsoft/vidur, MIT) into profile-table rows."""
+    from profiler.import_vidur import compute_rows, network_rows
+    from profiler.table import append_rows
+
+    if out.suffix != ".parquet":
+        raise UserError(f"--out = {str(out)!r}: the profile table is parquet; name it FILE.parquet")
+    added = {}
+    for f in files:
+        if not f.is_file():
+            raise UserError(f"{f}: file not found")
+        parts = f.resolve().parts
+        if f.name == "mlp.csv" and "compute" in parts:
+            label = device or f"vidur:{parts[parts.index('compute') + 1]}"
+            rows = compute_rows(f, label)
+        elif f.name in ("all_reduce.csv", "send_recv.csv") and "network" in parts:
+            label = device or f"vidur:{parts[parts.index('network') + 1]}"
+            rows = network_rows(f, label)
+        else:
+            raise UserError(f"{f}: expected Vidur's compute/<gpu>/<org>/<model>/mlp.csv or "
+                            "network/<node>/{all_reduce,send_recv}.csv")
+        added[str(f)] = append_rows(out, rows, {"device": label, "source": f"Vidur (microsoft/vidur) file {f}"})
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), "rows_added": added}, indent=2))
+        return
+    for f, n in added.items():
+        typer.echo(f"{n} rows from {f}")
+    typer.echo(f"-> {out}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(profile_app, name="profile")

@@ -507,7 +507,8 @@ def select_device(df: pd.DataFrame, device: str | None = None) -> pd.DataFrame:
             raise UserError(f"profile device = {device!r}: not in the table; it has {sorted(df['device'].unique())}")
         return sub
     counts = df["device"].value_counts()
-    return df[df["device"] == counts.index[0]]
+    best = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]  # most rows; ties by name (deterministic)
+    return df[df["device"] == best]
 
 
 def fastest_impl(df: pd.DataFrame) -> pd.DataFrame:

@@ -296,3 +296,26 @@ def test_rows_of_other_ops_are_ignored(tmp_path):
     assert "other" not in set(rep["family"])
     assert rep.equals(fit_report(base, seed=1))
     _cm(tmp_path / "o.parquet").stage_seconds(BatchShape.from_seqs([(4, 0)]))
+
+
+def test_import_vidur_cli_gives_a_tp2_cost_model(profiles_dir, tmp_path):
+    """`llmsim profile import-vidur` (compute + NCCL files under one device label) → a TP=2 model whose
+    GEMMs and all-reduces come from Vidur's measurements."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    out = tmp_path / "v.parquet"
+    base = profiles_dir / "vidur"
+    res = CliRunner().invoke(app, ["profile", "import-vidur",
+                                   str(base / "compute" / "a100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv"),
+                                   str(base / "network" / "a100_dgx" / "all_reduce.csv"),
+                                   "--device", "vidur:a100", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    cm = ProfiledCostModel(out, get_model("llama-2-7b"), get_gpu("a100-80gb"), ParallelConfig(tp=2),
+                           QuantConfig(dtype="fp16"))
+    src = {op.name: op.source for op in cm.step_cost(BatchShape.from_seqs([(256, 0), (1, 300)])).ops}
+    assert src["qkv_proj"] in ("measured", "interpolated") and src["mlp_down"] in ("measured", "interpolated")
+    assert src["attn_allreduce"] in ("measured", "interpolated")
+    res = CliRunner().invoke(app, ["profile", "import-vidur", str(tmp_path / "nope.csv"), "--out", str(out)])
+    assert res.exit_code == 2 and "file not found" in res.output
