@@ -153,14 +153,15 @@ class ReplicaCore:
                 if g >= r.output_len:
                     finished.append(r)
         self.num_kv_tokens += sum(plan.num_tokens)
+        kv = self.kv
+        if kv.prefix_caching:  # register prompt blocks this pass filled (decodes fill none)
+            for r, n in zip(reqs, plan.num_tokens):
+                if r.hash_ids is not None and r.num_computed - n < r.prompt_len:
+                    kv.cache_computed(r)
         return self._finish(plan, finished, now)
 
     def _finish(self, plan: BatchPlan, finished: list[Request], now: float) -> list[Request]:
         kv = self.kv
-        if kv.prefix_caching:
-            for r in plan.reqs:
-                if r.hash_ids is not None:
-                    kv.cache_computed(r)
         if self.num_in_flight:
             for r in plan.reqs:
                 r.in_flight = False

@@ -138,91 +138,114 @@ def test_contiguous_reservation_modes():
 
 
 class PrefixCacheMachine(RuleBasedStateMachine):
-    """Random admissions (with prefix hits), growth, computation, swaps and frees on a prefix-caching
-    paged manager; invariants: ref-counts equal holders, every block is exactly one of free / evictable /
-    held, the hash table and block keys agree."""
+    """Random admissions (with prefix hits), growth, computation, swaps and frees on two prefix-caching
+    paged managers in lockstep — LRU through its release FIFO, and the same key through the generic
+    heap — which must hand out the same blocks. Invariants: ref-counts equal holders, every block is
+    exactly one of free / evictable / held, the hash table and block keys agree."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.kv = PrefixCachingKVManager(12, 2, num_host_blocks=6)
-        self.live: list[Request] = []
-        self.swapped: list[Request] = []
+        self.kvs = [PrefixCachingKVManager(12, 2, num_host_blocks=6),
+                    PrefixCachingKVManager(12, 2, num_host_blocks=6, eviction=lambda a, h, d: lru(a, h, d))]
+        assert self.kvs[0]._fifo is not None and self.kvs[1]._fifo is None
+        for kv in self.kvs:
+            kv.compact_slack = -20  # compact often, so that compaction is exercised too
+        self.live: list[tuple[Request, Request]] = []
+        self.swapped: list[tuple[Request, Request]] = []
         self.next_id = 0
 
-    @rule(prompt=st.integers(1, 12), prefix=st.sampled_from([None, (1,), (2,)]))
-    def admit(self, prompt, prefix):
-        r = Request(self.next_id, 0, prompt, 4, hash_ids=prefix)
+    @rule(prompt=st.integers(1, 12), prefix=st.sampled_from([None, (1,), (2,), (1,), (2,)]), prefill=st.booleans())
+    def admit(self, prompt, prefix, prefill):
+        pair = tuple(Request(self.next_id, 0, prompt, 4, hash_ids=prefix) for _ in self.kvs)
         self.next_id += 1
-        cached, need = self.kv.admission(r, prompt)
-        if need > self.kv.num_free_blocks:
+        plans = {kv.admission(r, prompt) for kv, r in zip(self.kvs, pair)}
+        assert len(plans) == 1
+        cached, need = plans.pop()
+        if need > self.kvs[0].num_free_blocks:
             return
-        assert self.kv.acquire_prefix(r, cached) == cached
-        self.kv.allocate(r, prompt)
-        r.num_computed = cached
-        assert len(r.blocks) == -(-prompt // 2)
-        self.live.append(r)
+        for kv, r in zip(self.kvs, pair):
+            assert kv.acquire_prefix(r, cached) == cached
+            kv.allocate(r, prompt)
+            r.num_computed = prompt if prefill else cached
+            assert len(r.blocks) == -(-prompt // 2)
+            kv.cache_computed(r)
+        self.live.append(pair)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def compute(self, data):
-        r = data.draw(st.sampled_from(self.live))
-        r.num_computed = data.draw(st.integers(r.num_computed, len(r.blocks) * 2))
-        self.kv.cache_computed(r)
+        pair = data.draw(st.sampled_from(self.live))
+        n = data.draw(st.integers(pair[0].num_computed, len(pair[0].blocks) * 2))
+        for kv, r in zip(self.kvs, pair):
+            r.num_computed = n
+            kv.cache_computed(r)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data(), extra=st.integers(1, 4))
     def grow(self, data, extra):
-        r = data.draw(st.sampled_from(self.live))
-        target = len(r.blocks) * 2 + extra
-        if self.kv.blocks_needed(r, target) <= self.kv.num_free_blocks:
-            self.kv.allocate(r, target)
+        pair = data.draw(st.sampled_from(self.live))
+        target = len(pair[0].blocks) * 2 + extra
+        if self.kvs[0].blocks_needed(pair[0], target) <= self.kvs[0].num_free_blocks:
+            for kv, r in zip(self.kvs, pair):
+                kv.allocate(r, target)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def free(self, data):
-        r = data.draw(st.sampled_from(self.live))
-        freed = self.kv.blocks_freed_by(r)
-        before = self.kv.num_free_blocks
-        self.kv.free(r)
-        assert self.kv.num_free_blocks == before + freed and r.blocks == []
-        self.live.remove(r)
+        pair = data.draw(st.sampled_from(self.live))
+        for kv, r in zip(self.kvs, pair):
+            freed = kv.blocks_freed_by(r)
+            before = kv.num_free_blocks
+            kv.free(r)
+            assert kv.num_free_blocks == before + freed and r.blocks == []
+        self.live.remove(pair)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def swap_out(self, data):
-        r = data.draw(st.sampled_from(self.live))
-        if self.kv.can_swap_out(r):
-            self.kv.swap_out(r)
-            self.live.remove(r)
-            self.swapped.append(r)
+        pair = data.draw(st.sampled_from(self.live))
+        if self.kvs[0].can_swap_out(pair[0]):
+            for kv, r in zip(self.kvs, pair):
+                kv.swap_out(r)
+            self.live.remove(pair)
+            self.swapped.append(pair)
 
     @precondition(lambda self: self.swapped)
     @rule()
     def swap_in(self):
-        r = self.swapped[0]
-        if r.num_swapped_blocks <= self.kv.num_free_blocks:
-            self.kv.swap_in(r)
+        pair = self.swapped[0]
+        if pair[0].num_swapped_blocks <= self.kvs[0].num_free_blocks:
+            for kv, r in zip(self.kvs, pair):
+                kv.swap_in(r)
             self.swapped.pop(0)
-            self.live.append(r)
+            self.live.append(pair)
+
+    @invariant()
+    def same_blocks_either_pool(self):
+        for a, b in self.live:
+            assert a.blocks == b.blocks
+        assert self.kvs[0].num_evictions == self.kvs[1].num_evictions
 
     @invariant()
     def conserved(self):
-        kv = self.kv
-        holders = [0] * kv.num_blocks
-        for r in self.live:
-            assert len(set(r.blocks)) == len(r.blocks)
-            for b in r.blocks:
-                holders[b] += 1
-        assert holders == kv.ref_counts
-        held = {b for b in range(kv.num_blocks) if holders[b]}
-        free = set(kv.free_list)
-        evictable = {b for b in range(kv.num_blocks) if holders[b] == 0 and kv.block_key[b] is not None}
-        assert len(free) == len(kv.free_list) and not free & held and not free & evictable
-        assert free | held | evictable == set(range(kv.num_blocks))
-        assert kv.num_evictable == len(evictable) and kv.num_free_blocks == len(free) + len(evictable)
-        assert kv.num_used_blocks == len(held) <= kv.num_blocks
-        assert {b: k for k, b in kv.table.items()} == {b: k for b, k in enumerate(kv.block_key) if k is not None}
-        assert kv.num_free_host_blocks == kv.num_host_blocks - sum(r.num_swapped_blocks for r in self.swapped)
+        for side, kv in enumerate(self.kvs):
+            live = [pair[side] for pair in self.live]
+            swapped = [pair[side] for pair in self.swapped]
+            holders = [0] * kv.num_blocks
+            for r in live:
+                assert len(set(r.blocks)) == len(r.blocks)
+                for b in r.blocks:
+                    holders[b] += 1
+            assert holders == kv.ref_counts
+            held = {b for b in range(kv.num_blocks) if holders[b]}
+            free = set(kv.free_list)
+            evictable = {b for b in range(kv.num_blocks) if holders[b] == 0 and kv.block_key[b] is not None}
+            assert len(free) == len(kv.free_list) and not free & held and not free & evictable
+            assert free | held | evictable == set(range(kv.num_blocks))
+            assert kv.num_evictable == len(evictable) and kv.num_free_blocks == len(free) + len(evictable)
+            assert kv.num_used_blocks == len(held) <= kv.num_blocks
+            assert {b: k for k, b in kv.table.items()} == {b: k for b, k in enumerate(kv.block_key) if k is not None}
+            assert kv.num_free_host_blocks == kv.num_host_blocks - sum(r.num_swapped_blocks for r in swapped)
 
 
 class ContiguousMachine(RuleBasedStateMachine):
@@ -273,6 +296,35 @@ class ContiguousMachine(RuleBasedStateMachine):
 
 
 TestPrefixCacheMachine = PrefixCacheMachine.TestCase
-TestPrefixCacheMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestPrefixCacheMachine.settings = settings(max_examples=100, stateful_step_count=50, deadline=None)
 TestContiguousMachine = ContiguousMachine.TestCase
 TestContiguousMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_mooncake_prefix_hits_match_the_trace(traces_dir):
+    """With room for everything, the tokens served from cache are exactly those in the leading trace
+    blocks (512 tokens, the last one maybe partial) whose hash id an earlier request already had,
+    counted directly from the trace, in whole 16-token blocks."""
+    import json
+
+    kv = PrefixCachingKVManager(1_000_000, 16)
+    seen: set[int] = set()
+    hits = expected = 0
+    with open(traces_dir / "mooncake" / "conversation_trace.jsonl") as f:
+        for i, line in zip(range(800), f):
+            d = json.loads(line)
+            r = Request(i, 0.0, d["input_length"], 1, hash_ids=tuple(d["hash_ids"]))
+            lead = 0
+            while lead < len(d["hash_ids"]) and d["hash_ids"][lead] in seen:
+                lead += 1
+            # Whole 16-token blocks inside the matched ids; at least one prompt token is computed.
+            expected += min(min(lead * 512, d["input_length"]) // 16, (d["input_length"] - 1) // 16) * 16
+            seen.update(d["hash_ids"])
+            cached, _ = kv.admission(r, r.prompt_len)
+            assert kv.acquire_prefix(r, cached) == cached
+            kv.allocate(r, r.prompt_len)
+            r.num_computed = r.prompt_len
+            kv.cache_computed(r)
+            kv.free(r)
+            hits += cached
+    assert hits == expected and hits > 0 and kv.num_evictions == 0
