@@ -8,9 +8,10 @@ algbw = size / time and busbw = algbw · factor, factor = 2(n−1)/n (all-reduce
 bandwidth whatever n is. Time per size is the slowest rank's time of each iteration (NCCL-tests
 reports the max over ranks), summarised by median/p10/p90 over iterations.
 
-Run locally with `run_local(world_size, ...)` (launches one `python -m profiler.collectives` per rank, NCCL on GPUs or gloo on CPU, on
-loopback 127.0.0.1), or under torchrun across nodes with `python -m profiler.collectives`, which
-reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT / LOCAL_RANK from the environment.
+Run locally with `run_local(world_size, ...)` (one `python -m profiler.collectives` process per rank,
+NCCL on GPUs or gloo on CPU, on loopback 127.0.0.1), or under torchrun across nodes with
+`python -m profiler.collectives` (or `llmsim profile --ops collectives`), which read RANK /
+WORLD_SIZE / MASTER_ADDR / MASTER_PORT / LOCAL_RANK from the environment.
 """
 from __future__ import annotations
 

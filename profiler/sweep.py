@@ -381,7 +381,8 @@ def _run_sweep_local(cfg: SweepConfig, out: str | Path, progress: bool) -> Sweep
                 bar.update(task, description=f"collectives world {world} ({', '.join(ops)})")
             rows = run_local(world, ops, sizes, dtype=cfg.dtype, iters=50 if cfg.quick else 100,
                              device_label=dev_label)
-            res.rows_added += append_rows(out, rows, {**meta, "note": f"{meta.get('note', '')}; collectives world {world}"})
+            note = f"{meta.get('note', '')}; collectives world {world}"
+            res.rows_added += append_rows(out, rows, {**meta, "note": note})
             res.per_family["collectives"] = res.per_family.get("collectives", 0) + len(rows)
             if bar:
                 bar.advance(task, len(sizes))

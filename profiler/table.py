@@ -70,7 +70,8 @@ def append_rows(path: str | Path, rows: Iterable[dict], run_meta: dict) -> int:
         df = new.reset_index(drop=True)
     runs = [*runs, {**run_meta, "rows_added": int(len(new)), "table_version": TABLE_VERSION}]
     table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps({"runs": runs}).encode()})
+    meta = {**(table.schema.metadata or {}), META_KEY: json.dumps({"runs": runs}).encode()}
+    table = table.replace_schema_metadata(meta)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)

@@ -16,7 +16,7 @@ from hwmodels.cost import CostModel
 from hwmodels.errors import UserError
 from hwmodels.hardware import get_gpu
 from hwmodels.models import ModelSpec, get_model
-from hwmodels.profiled import (COLUMNS, META_KEY, ProfiledCostModel, ProfileFit, _Curve, attention_work,
+from hwmodels.profiled import (COLUMNS, META_KEY, ProfiledCostModel, _Curve, attention_work,
                                causal_pairs, elementwise_work, fit_report, fit_roofline, gemm_work, op_shapes,
                                read_profile, typed_frame)
 from hwmodels.roofline import RooflineCostModel
