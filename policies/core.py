@@ -16,6 +16,14 @@ from policies.schedulers.base import SchedulerPolicy
 
 
 class ReplicaCore:
+    """One replica: `add` → `next_plan(now)` → (engine runs the pass) → `complete(plan, now)`.
+
+    Read by policies, routers and engines: `waiting` (FCFS deque), `running` (priority order),
+    `swapped`, `kv`, `num_outstanding`, `num_in_flight`, `num_kv_tokens` (tokens whose KV is held: with
+    `kv.num_used_blocks * kv.block_size` it shows reservation and fragmentation), `num_preemptions`,
+    `num_swapped_blocks_in/out` (running totals). Engines set `pipelined` and `itl_s`.
+    """
+
     def __init__(self, policy: SchedulerPolicy, kv: KVManager, max_model_len: int, window: int = 0,
                  replica_id: int = 0) -> None:
         self.policy = policy

@@ -33,7 +33,8 @@ class SchedulerView(Protocol):
 
 
 class SchedulerPolicy:
-    """Decides one forward pass. Must not mutate requests, queues or the KV manager."""
+    """Decides one forward pass. Must not mutate requests, queues or the KV manager (it may keep state
+    of its own, e.g. static batching's batch in progress); ReplicaCore applies the plan."""
 
     preemption: str = "recompute"  # "recompute" or "swap": how ReplicaCore applies `plan.preempted`
 
