@@ -103,29 +103,49 @@ def overhead_rows(profile: Path) -> list[tuple[int, int, float]]:
 
 # ---------------------------------------------------------------------------------------------- profile
 def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_spec: Optional[Path], quick: bool,
-                   say: Callable[[str], None]) -> tuple[Path, Path]:
-    """(profile table, device spec YAML): measured now on this CPU for what is not given."""
+                   say: Callable[[str], None], threads: int = 1, mode: str = "insitu",
+                   clock: str = "wall") -> tuple[Path, Path]:
+    """(profile table, device spec YAML): measured now on this CPU for what is not given.
+
+    mode "insitu": every executor kernel timed inside synthetic executor passes (profiler.executor.insitu),
+    with the executor's clock (wall: perf_counter; cpu: thread CPU time);
+    "sweep": the kernel sweep of `llmsim profile` (tight loops) plus the executor glue measured with null
+    kernels. Both are op-level measurements; neither looks at a serving run.
+    """
     from hwmodels.models import resolve_model
     from profiler.devices import cpu_device_spec, device_name, run_metadata, write_device_spec
     from profiler.executor import LlamaModel
+    from profiler.executor.insitu import profile_insitu
     from profiler.executor.overhead import DEFAULT_GRID, OP, time_glue
     from profiler.sweep import SweepConfig, run_sweep
     from profiler.table import append_rows, row
 
+    if mode not in ("insitu", "sweep"):
+        raise UserError(f"--profile-mode = {mode!r}: allowed 'insitu' (kernels timed inside executor passes) or "
+                        "'sweep' (the `llmsim profile` kernel sweep)")
     work_dir.mkdir(parents=True, exist_ok=True)
     if device_spec is None:
         say("measuring this CPU (peak matmul FLOP/s, copy bandwidth)")
         device_spec = write_device_spec(work_dir / "cpu.yaml", cpu_device_spec(quick=quick))
     spec = resolve_model(cfg.model)
+    model = None
     if profile is None:
-        profile = work_dir / "profile.parquet"
-        say(f"profiling {spec.name} kernels on this CPU -> {profile}")
-        run_sweep(SweepConfig(model=spec, device="cpu", dtype=cfg.quant.dtype,
-                              ops=("gemm", "attention", "decode", "elementwise"), quick=quick,
-                              min_time_s=0.02 if quick else 0.05), profile, progress=False)
+        profile = work_dir / (f"profile-insitu-{clock}.parquet" if mode == "insitu" else "profile-sweep.parquet")
+        if profile.exists():
+            profile.unlink()
+        if mode == "insitu":
+            say(f"profiling {spec.name}: every kernel timed inside executor passes -> {profile}")
+            model = LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
+            profile_insitu(model, profile, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
+                           min_time_s=0.03 if quick else 0.1, clock=clock)
+        else:
+            say(f"profiling {spec.name} kernels on this CPU (llmsim profile sweep) -> {profile}")
+            run_sweep(SweepConfig(model=spec, device="cpu", dtype=cfg.quant.dtype,
+                                  ops=("gemm", "attention", "decode", "elementwise"), quick=quick,
+                                  min_time_s=0.02 if quick else 0.05, threads=threads), profile, progress=False)
     if not overhead_rows(profile):
-        say("profiling the executor's per-pass glue (op executor_overhead)")
-        model = LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
+        say("profiling the executor's per-pass glue (op executor_overhead, null-kernel passes)")
+        model = model or LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
         label = device_name("cpu")
         rows = []
         for s, t in DEFAULT_GRID:
@@ -178,6 +198,16 @@ class ValidationResult:
     load_avg: dict[str, list[float]] = field(default_factory=dict)
     wall_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def write_frames(self, out: Path) -> None:
+        """measured_/simulated_ requests and steps as parquet; measured steps carry the cost model's
+        prediction for each pass (`predicted_s`)."""
+        out.mkdir(parents=True, exist_ok=True)
+        self.measured_requests.to_parquet(out / "measured_requests.parquet", index=False)
+        self.measured_steps.assign(predicted_s=self.predicted_step_s).to_parquet(out / "measured_steps.parquet",
+                                                                                  index=False)
+        self.simulated_requests.to_parquet(out / "simulated_requests.parquet", index=False)
+        self.simulated_steps.to_parquet(out / "simulated_steps.parquet", index=False)
 
     def as_json(self) -> dict:
         return _json_ready({
@@ -232,7 +262,7 @@ def simulated_capacity(cfg: Config, cost_model: CostModel) -> float:
 
 def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = None,
                    device_spec: Optional[Path] = None, load: Optional[float] = None, threads: int = 1,
-                   quick: bool = False, clock: str = "wall",
+                   quick: bool = False, clock: str = "wall", profile_mode: str = "insitu",
                    say: Callable[[str], None] = lambda s: None) -> ValidationResult:
     """Profile (if needed), serve the workload on the executor, simulate it, and compare."""
     import torch
@@ -246,7 +276,8 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
     wall: dict[str, float] = {}
     t0 = time.perf_counter()
     with torch_threads(threads):
-        profile, device_spec = ensure_profile(cfg, work_dir, profile, device_spec, quick, say)
+        profile, device_spec = ensure_profile(cfg, work_dir, profile, device_spec, quick, say, threads, profile_mode,
+                                              clock)
         wall["profile_s"] = time.perf_counter() - t0
         data = cfg.model_dump(mode="python")
         data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
@@ -465,6 +496,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("validate-out"), help="folder for profile, report.html, result.json"),
         max_error: float = typer.Option(0.10, "--max-error", help="exit 1 if |error| of a checked metric exceeds this"),
         check: str = typer.Option(",".join(DEFAULT_CHECK), help="comma-separated metrics --max-error applies to"),
+        profile_mode: str = typer.Option("insitu", "--profile-mode",
+                                         help="insitu: kernels timed inside executor passes | sweep: `llmsim "
+                                              "profile` kernel sweep (when no --profile is given)"),
         clock: str = typer.Option("wall", help="executor clock: wall (real time) | cpu (its own thread CPU time: "
                                                "a core of its own on a shared machine)"),
         as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
@@ -507,8 +541,9 @@ def register(app: typer.Typer) -> None:
             console_err = Console(stderr=True)
         say = (lambda s: console_err.print(f"[dim]{s}[/dim]")) if console_err else (lambda s: None)
         res = run_validation(cfg, work_dir=out, profile=profile, device_spec=device_spec, load=load,
-                             threads=threads, quick=quick, clock=clock, say=say)
+                             threads=threads, quick=quick, clock=clock, profile_mode=profile_mode, say=say)
         out.mkdir(parents=True, exist_ok=True)
+        res.write_frames(out)
         payload = res.as_json()
         (out / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
         report = write_report(res, out / "report.html")

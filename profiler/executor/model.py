@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,7 +223,8 @@ class LlamaModel:
     # -- served: packed varlen batch over the paged KV cache ------------------------------------
     @torch.inference_mode()
     def forward_packed(self, token_ids: torch.Tensor, batch: AttentionBatch, kv_cache,
-                       sample_rows: torch.Tensor, kernels: str | None = None) -> torch.Tensor:
+                       sample_rows: torch.Tensor, kernels: str | None = None,
+                       record: list | None = None, clock=time.perf_counter) -> torch.Tensor:
         """token_ids [T] of all sequences back to back -> logits [len(sample_rows), V] (float32).
 
         Writes each token's K/V into the paged cache at `batch.slot_mapping`, then attends every
@@ -230,9 +232,13 @@ class LlamaModel:
         is a function `llmsim profile` times: GEMM x @ W_t, rmsnorm, rope (q and k heads in one call),
         varlen prefill / paged decode attention, swiglu. kernels="null" swaps those for stand-ins that
         only allocate their outputs, leaving the glue around them (embedding, residual adds, KV writes,
-        views) — to measure that glue as its own operator.
+        views) — to measure that glue as its own operator. `record`, if a list, receives one
+        (op, shape key, seconds) per kernel call, timed in place with `clock` (in-situ op profiling).
         """
         matmul, rmsnorm, swiglu, rope_qk, attention = self._kernels(kernels or self.backend, batch.positions)
+        if record is not None:
+            matmul, rmsnorm, swiglu, rope_qk, attention = _timed(record, clock, matmul, rmsnorm, swiglu, rope_qk,
+                                                                 attention)
         dims = self.dims
         d, nh, hkv, eps, inter = dims.head_dim, dims.num_heads, dims.num_kv_heads, dims.rms_norm_eps, \
             dims.intermediate_size
@@ -275,3 +281,40 @@ class LlamaModel:
             return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1)
 
         return matmul_ref, rmsnorm_ref, swiglu_ref, rope_qk, paged_attention
+
+
+def _timed(record: list, clock, matmul, rmsnorm, swiglu, rope_qk, attention):
+    """Wrap a kernel set so each call appends (op, key, seconds) to `record` (`clock` around the call;
+    on CUDA the caller must synchronise, so this is for CPU)."""
+
+    def mm(a, b):
+        t = clock()
+        out = matmul(a, b)
+        record.append(("gemm", (a.shape[0], b.shape[1], b.shape[0]), clock() - t))  # (m, n, k)
+        return out
+
+    def norm(x, w, eps):
+        t = clock()
+        out = rmsnorm(x, w, eps)
+        record.append(("rmsnorm", (x.shape[0], x.shape[1]), clock() - t))
+        return out
+
+    def act(g, u):
+        t = clock()
+        out = swiglu(g, u)
+        record.append(("swiglu", (g.shape[0], g.shape[1]), clock() - t))
+        return out
+
+    def rope(x):
+        t = clock()
+        out = rope_qk(x)
+        record.append(("rope", (x.shape[0], x.shape[1], x.shape[2]), clock() - t))
+        return out
+
+    def attn(q, k, v, kc, vc, batch):
+        t = clock()
+        out = attention(q, k, v, kc, vc, batch)
+        record.append(("attention", None, clock() - t))
+        return out
+
+    return mm, norm, act, rope, attn
