@@ -85,6 +85,7 @@ def check_kv(core: ReplicaCore) -> None:
 def simulate(sched_cfg, kv_spec, work, depth: int, window: int = 0):
     core = ReplicaCore(make_scheduler(sched_cfg), make_kv(kv_spec), MAX_MODEL_LEN, window=window)
     core.pipelined = depth > 1
+    core.itl_s = []  # as the engine does (this also takes complete()'s pure-decode path)
     reqs = [Request(i, float(a), p, o, hash_ids=h) for i, (a, p, o, h) in enumerate(work)]
     pending = deque(sorted(reqs, key=lambda r: (r.arrival_s, r.id)))
     in_flight: deque = deque()
@@ -168,6 +169,7 @@ def check_run(sched, kv_spec, work, depth, window) -> ReplicaCore:
         assert r.num_generated == r.output_len and r.blocks == []
         assert 0 <= r.num_cached_tokens < r.prompt_len
     assert computed == sum(r.prompt_len + r.output_len - 1 for r in done) + extra
+    assert len(core.itl_s) == sum(r.output_len - 1 for r in done) and min(core.itl_s, default=1) > 0
     kv = core.kv
     assert kv.num_free_blocks == kv.num_blocks and core.num_kv_tokens == 0 and core.num_outstanding == 0
     assert core.num_in_flight == 0 and not core.has_work()
