@@ -258,3 +258,20 @@ def test_reservation_waste_orders_as_in_the_vllm_paper():
     assert [res[m][1] for m in order] == sorted(res[m][1] for m in order)  # utilisation grows
     assert res["max_model_len"][0] <= 2  # 640 slots hold two 256-token reservations
     assert res["paged"][1] > 0.9  # waste is at most the last, partly filled 4-token block per request
+
+
+def test_sarathi_prefix_hit_starts_after_the_cached_blocks():
+    kv = PrefixCachingKVManager(num_blocks=16, block_size=4)
+    core = ReplicaCore(make_scheduler(SarathiSchedulerConfig(chunk_size=6, watermark=0.0)), kv, 64)
+    a = Request(0, 0.0, 10, 1, hash_ids=(3,))
+    core.add(a)
+    assert run(core) == [({0: 6}, [], []), ({0: 4}, [], [0])]
+    assert kv.num_cached_blocks == 2 and kv.num_evictable == 2 and kv.num_free_blocks == 16
+    b = Request(1, 0.0, 13, 2, hash_ids=(3,))
+    core.add(b)
+    plan = core.next_plan(2)
+    assert plan.cached == [8] and plan.as_dict() == {1: 5}  # 8 tokens cached, the other 5 fit the budget
+    assert b.blocks[:2] == [0, 1] and len(b.blocks) == 4 and b.num_computed == 8 and b.num_cached_tokens == 8
+    assert (plan.shape.attn_pairs, plan.shape.kv_read_tokens) == (5 * 8 + 15, 13)
+    core.complete(plan, 3)
+    assert run(core, 3) == [({1: 1}, [], [1])]
