@@ -104,7 +104,7 @@ def overhead_rows(profile: Path) -> list[tuple[int, int, float]]:
 # ---------------------------------------------------------------------------------------------- profile
 def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_spec: Optional[Path], quick: bool,
                    say: Callable[[str], None], threads: int = 1, mode: str = "insitu",
-                   clock: str = "wall") -> tuple[Path, Path]:
+                   clock: str = "wall", insitu_grid=None) -> tuple[Path, Path]:
     """(profile table, device spec YAML): measured now on this CPU for what is not given.
 
     mode "insitu": every executor kernel timed inside synthetic executor passes (profiler.executor.insitu),
@@ -136,8 +136,9 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
         if mode == "insitu":
             say(f"profiling {spec.name}: every kernel timed inside executor passes -> {profile}")
             model = LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
+            grid = {"grid": insitu_grid} if insitu_grid is not None else {}
             profile_insitu(model, profile, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
-                           min_time_s=0.03 if quick else 0.1, clock=clock)
+                           min_time_s=0.03 if quick else 0.1, clock=clock, **grid)
         else:
             say(f"profiling {spec.name} kernels on this CPU (llmsim profile sweep) -> {profile}")
             run_sweep(SweepConfig(model=spec, device="cpu", dtype=cfg.quant.dtype,
@@ -263,7 +264,7 @@ def simulated_capacity(cfg: Config, cost_model: CostModel) -> float:
 def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = None,
                    device_spec: Optional[Path] = None, load: Optional[float] = None, threads: int = 1,
                    quick: bool = False, clock: str = "wall", profile_mode: str = "insitu",
-                   say: Callable[[str], None] = lambda s: None) -> ValidationResult:
+                   say: Callable[[str], None] = lambda s: None, insitu_grid=None) -> ValidationResult:
     """Profile (if needed), serve the workload on the executor, simulate it, and compare."""
     import torch
 
@@ -277,7 +278,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
     t0 = time.perf_counter()
     with torch_threads(threads):
         profile, device_spec = ensure_profile(cfg, work_dir, profile, device_spec, quick, say, threads, profile_mode,
-                                              clock)
+                                              clock, insitu_grid)
         wall["profile_s"] = time.perf_counter() - t0
         data = cfg.model_dump(mode="python")
         data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}

@@ -107,17 +107,12 @@ def small_run(tmp_path_factory):
     cfg["workload"]["input_len"] = {"kind": "uniform", "low": 8, "high": 48}
     cfg["workload"]["output_len"] = {"kind": "uniform", "low": 2, "high": 12}
     grid_cfg = validate_config(cfg)
-    import profiler.sweep as sweep
+    from profiler.executor.insitu import InsituGrid
 
-    # A small grid keeps the test fast; the sweep, table, fit and cost model are the real ones.
-    small = sweep.Grid(tokens=(1, 4, 16, 64, 256), logits=(1, 4, 16), prefill_seqs=(1, 2), prefill_lens=(8, 32, 64),
-                       decode_seqs=(1, 4, 16), decode_contexts=(16, 64), world_sizes=(), message_bytes=())
-    orig = sweep.default_grid
-    sweep.default_grid = lambda device, quick, tp=1: small
-    try:
-        res = run_validation(grid_cfg, work_dir=d / "out", load=0.5, threads=1, quick=True, clock="cpu")
-    finally:
-        sweep.default_grid = orig
+    # A small grid keeps the test fast; the in-situ profiler, table, fit and cost model are the real ones.
+    grid = InsituGrid(decode_seqs=(1, 4, 16), decode_contexts=(16, 64), prefill=((1, 8), (1, 32), (1, 64), (2, 64)),
+                      chunks=((16, 32),))
+    res = run_validation(grid_cfg, work_dir=d / "out", load=0.5, threads=1, quick=True, clock="cpu", insitu_grid=grid)
     return res, d
 
 
@@ -125,7 +120,7 @@ def test_small_end_to_end_validation_holds_together(small_run):
     res, d = small_run
     assert (res.measured_requests.state == "finished").all() and len(res.measured_requests) == 24
     assert (res.simulated_requests.state == "finished").all()
-    assert (d / "out" / "profile.parquet").is_file() and (d / "out" / "cpu.yaml").is_file()
+    assert (d / "out" / "profile-insitu-cpu.parquet").is_file() and (d / "out" / "cpu.yaml").is_file()
     assert res.capacity_per_s > 0 and res.rate_per_s == pytest.approx(0.5 * res.capacity_per_s)
     for k in ("ttft_p50", "tpot_p50", "e2e_p50", "throughput", "step_time"):
         e = res.errors[k]
@@ -147,3 +142,29 @@ def test_report_html_has_cdfs_and_pass_times(small_run, tmp_path):
     assert {"measured", "simulated", "pass (measured, predicted)"} <= names
     html = write_report(res, tmp_path / "r.html").read_text()
     assert "ttft_p50" in html and "plotly" in html.lower()
+
+
+def test_insitu_profile_rows_use_the_sweep_keys(tmp_path):
+    from hwmodels.profiled import read_profile
+    from profiler.executor import LlamaDims, LlamaModel
+    from profiler.executor.insitu import InsituGrid, profile_insitu
+
+    dims = LlamaDims(hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=200,
+                     max_position=256)
+    grid = InsituGrid(decode_seqs=(1, 3), decode_contexts=(16,), prefill=((1, 8), (2, 16), (1, 512)),
+                      chunks=((8, 16),))
+    n = profile_insitu(LlamaModel(dims), tmp_path / "t.parquet", block_size=8, grid=grid, min_time_s=0.0,
+                       min_reps=2, max_reps=2, clock="cpu")
+    df, runs = read_profile(tmp_path / "t.parquet")
+    assert n == len(df) and "in-situ" in runs[0]["note"]
+    assert set(df.op) == {"gemm", "rmsnorm", "swiglu", "rope", "attention_decode", "attention_prefill",
+                          "executor_overhead"}
+    g = df[df.op == "gemm"]
+    # qkv (4+2·2 heads x 16), o, gate+up (2·96), down, lm_head (vocab 200)
+    assert {(int(r.n), int(r.k)) for r in g.itertuples()} == {(128, 64), (64, 64), (192, 64), (64, 96), (200, 64)}
+    assert set(g[(g.n == 128)].m) == {1, 3, 8, 32}  # qkv over the decode, prompt and chunk token counts
+    dec = df[df.op == "attention_decode"]
+    assert set(zip(dec.num_seqs, dec.context_len)) == {(1, 17), (3, 17)}  # context includes the new token
+    pre = df[df.op == "attention_prefill"]
+    assert set(zip(pre.num_seqs, pre.num_tokens, pre.context_len)) == {(1, 8, 0), (2, 32, 0), (1, 8, 16)}
+    assert (df.median_s > 0).all() and (df.impl == "executor").all()

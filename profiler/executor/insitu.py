@@ -99,7 +99,7 @@ def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, 
     dims = model.dims
     d, nh, hkv = dims.head_dim, dims.num_heads, dims.num_kv_heads
     item = torch.tensor([], dtype=model.dtype).element_size()
-    cases = passes(grid)
+    cases = [(k, seqs) for k, seqs in passes(grid) if max(n + c for n, c in seqs) <= dims.max_position]
     need = max(sum(-(-(n + c) // block_size) for n, c in seqs) for _, seqs in cases)
     cache = PagedKVCache(dims.num_layers, need, block_size, hkv, d, model.dtype, model.device)
     # Scattered block ids, as a paged KV manager hands them out after some churn.
