@@ -95,10 +95,13 @@ def browser():
 
 
 def _wait(drv, fn, timeout_s: float = 60, what: str = ""):
+    """Poll `fn(driver)` until truthy; elements Streamlit re-renders meanwhile (stale) just mean: poll again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(drv, timeout_s, poll_frequency=0.25).until(lambda d: fn(d))
+        return WebDriverWait(drv, timeout_s, poll_frequency=0.25,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: fn(d))
     except Exception:
         ARTIFACTS.mkdir(exist_ok=True)
         drv.save_screenshot(str(ARTIFACTS / "dashboard_failure.png"))
@@ -118,13 +121,30 @@ def _button(drv, label: str):
     return None
 
 
+def _click(drv, label: str) -> None:
+    """Click the button with this label (retrying while Streamlit re-renders it)."""
+    def attempt(d):
+        b = _button(d, label)
+        if b is None:
+            return False
+        b.click()
+        return True
+
+    _wait(drv, attempt, what=f"clicking {label!r}")
+
+
 def _set_number(drv, label: str, value: int) -> None:
     from selenium.webdriver.common.keys import Keys
 
-    box = _wait(drv, lambda d: next((i for i in _css(d, "input[type=number]")
-                                     if i.get_attribute("aria-label") == label), None), what=f"input {label}")
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(str(value), Keys.ENTER)
+    def attempt(d):
+        box = next((i for i in _css(d, "input[type=number]") if i.get_attribute("aria-label") == label), None)
+        if box is None:
+            return False
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(str(value), Keys.ENTER)
+        return box.get_attribute("value") == str(value)
+
+    _wait(drv, attempt, what=f"setting {label} = {value}")
 
 
 def _idle(drv) -> bool:
@@ -135,18 +155,17 @@ def _idle(drv) -> bool:
 def test_simulate_from_the_form_renders_kpis_and_charts(server, browser):
     drv = browser
     drv.get(f"{server}/Simulate")
-    run = _wait(drv, lambda d: _button(d, "Run simulation"), what="the Run button")
-    run.click()
+    _click(drv, "Run simulation")
     _wait(drv, lambda d: len(_css(d, '[data-testid="stMetric"]')) >= 12, what="the KPI cards")
     _wait(drv, lambda d: len(_css(d, '[data-testid="stPlotlyChart"] .main-svg')) >= 6 and _idle(d),
           what="six rendered plotly charts")
     assert not _css(drv, '[data-testid="stException"]')
-    labels = [m.find_element("css selector", '[data-testid="stMetricLabel"]').text for m in
-              _css(drv, '[data-testid="stMetric"]')]
-    assert "TTFT p50" in labels and "Goodput" in labels
-    values = [m.find_element("css selector", '[data-testid="stMetricValue"]').text for m in
-              _css(drv, '[data-testid="stMetric"]')]
-    assert values[0].endswith("ms") and values[0] != "–"
+    cards = _wait(drv, lambda d: [(m.find_element("css selector", '[data-testid="stMetricLabel"]').text,
+                                   m.find_element("css selector", '[data-testid="stMetricValue"]').text)
+                                  for m in _css(d, '[data-testid="stMetric"]')], what="reading the KPI cards")
+    shown = dict(cards)
+    assert float(shown["TTFT p50 (ms)"].replace(",", "")) > 0 and float(shown["Goodput (req/s)"]) > 0
+    assert float(shown["USD / M output tokens"]) > 0
     ARTIFACTS.mkdir(exist_ok=True)
     time.sleep(1.0)  # let plotly finish its transitions before the screenshot
     drv.save_screenshot(str(ARTIFACTS / "dashboard_simulate.png"))
@@ -158,10 +177,26 @@ def test_bad_tp_shows_an_error_not_a_traceback(server, browser):
     _wait(drv, lambda d: _button(d, "Run simulation"), what="the Run button")
     _set_number(drv, "TP", 3)
     _wait(drv, _idle, what="the rerun after editing TP")
-    _button(drv, "Run simulation").click()
+    _click(drv, "Run simulation")
     alert = _wait(drv, lambda d: next((a for a in _css(d, '[data-testid="stAlert"]')
                                        if "parallel.tp = 3" in a.text), None), what="the TP error")
     assert "must divide the number of attention heads" in alert.text
     assert not _css(drv, '[data-testid="stException"]')
     ARTIFACTS.mkdir(exist_ok=True)
     drv.save_screenshot(str(ARTIFACTS / "dashboard_error.png"))
+
+
+def test_a_long_run_shows_progress_and_can_be_cancelled(server, browser):
+    drv = browser
+    drv.get(f"{server}/Simulate")
+    _wait(drv, lambda d: _button(d, "Run simulation"), what="the Run button")
+    _set_number(drv, "Requests", 200_000)  # tens of seconds of simulation: long enough to cancel
+    _wait(drv, _idle, what="the rerun after editing Requests")
+    _click(drv, "Run simulation")
+    _wait(drv, lambda d: _css(d, '[data-testid="stProgress"]'), timeout_s=30, what="the progress bar")
+    t0 = time.time()
+    _click(drv, "Cancel")
+    _wait(drv, lambda d: any("Simulation cancelled" in a.text for a in _css(d, '[data-testid="stAlert"]')),
+          timeout_s=20, what="the cancelled message")
+    assert time.time() - t0 < 10
+    assert not _css(drv, '[data-testid="stMetric"]') and not _css(drv, '[data-testid="stException"]')

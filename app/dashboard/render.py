@@ -13,27 +13,28 @@ import streamlit as st
 from app.dashboard import figures as F
 from hwmodels.shapes import BatchShape
 
-# (label, summary path, scale, unit, format)
-KPI_SPECS: tuple[tuple[str, str, float, str, str], ...] = (
-    ("TTFT p50", "ttft_s.p50", 1e3, "ms", ",.1f"),
-    ("TTFT p90", "ttft_s.p90", 1e3, "ms", ",.1f"),
-    ("TPOT p50", "tpot_s.p50", 1e3, "ms", ",.2f"),
-    ("TPOT p90", "tpot_s.p90", 1e3, "ms", ",.2f"),
-    ("E2E p50", "e2e_s.p50", 1e3, "ms", ",.0f"),
-    ("E2E p90", "e2e_s.p90", 1e3, "ms", ",.0f"),
-    ("Throughput", "request_throughput_per_s", 1.0, "req/s", ",.2f"),
-    ("Output tokens", "output_throughput_tokens_per_s", 1.0, "tok/s", ",.0f"),
-    ("Goodput", "goodput_per_s", 1.0, "req/s", ",.2f"),
-    ("SLO attainment", "slo_attainment", 100.0, "%", ".1f"),
-    ("KV peak", "kv_peak_utilization", 100.0, "%", ".1f"),
-    ("Cost / M output tokens", "usd_per_million_output_tokens", 1.0, "$", ",.3f"),
+# (label with unit, summary path, scale, format)
+KPI_SPECS: tuple[tuple[str, str, float, str], ...] = (
+    ("TTFT p50 (ms)", "ttft_s.p50", 1e3, ",.1f"),
+    ("TTFT p90 (ms)", "ttft_s.p90", 1e3, ",.1f"),
+    ("TPOT p50 (ms)", "tpot_s.p50", 1e3, ",.2f"),
+    ("TPOT p90 (ms)", "tpot_s.p90", 1e3, ",.2f"),
+    ("E2E p50 (ms)", "e2e_s.p50", 1e3, ",.0f"),
+    ("E2E p90 (ms)", "e2e_s.p90", 1e3, ",.0f"),
+    ("Throughput (req/s)", "request_throughput_per_s", 1.0, ",.2f"),
+    ("Output (tok/s)", "output_throughput_tokens_per_s", 1.0, ",.0f"),
+    ("Goodput (req/s)", "goodput_per_s", 1.0, ",.2f"),
+    ("SLO attainment (%)", "slo_attainment", 100.0, ".1f"),
+    ("KV peak (%)", "kv_peak_utilization", 100.0, ".1f"),
+    ("USD / M output tokens", "usd_per_million_output_tokens", 1.0, ",.3f"),
 )
 KPI_HELP = {
-    "TTFT p50": "time to first token = first_token − arrival, over finished requests",
-    "TPOT p50": "time per output token after the first = (finish − first_token) / (generated − 1)",
-    "Goodput": "finished requests meeting every SLO that is set, per second",
-    "SLO attainment": "fraction of all requests that finished within every SLO",
-    "Cost / M output tokens": "GPU-hours of the run × $/GPU-hour, per million output tokens",
+    "TTFT p50 (ms)": "time to first token = first_token − arrival, over finished requests",
+    "TPOT p50 (ms)": "time per output token after the first = (finish − first_token) / (generated − 1)",
+    "Goodput (req/s)": "finished requests meeting every SLO that is set, per second",
+    "SLO attainment (%)": "fraction of all requests that finished within every SLO",
+    "KV peak (%)": "most KV-cache blocks in use at once, as a share of a replica's blocks",
+    "USD / M output tokens": "GPU-hours of the run × USD per GPU-hour, per million output tokens",
 }
 COMPARE_METRICS = (("ttft_s.p90", "TTFT p90 (ms)", 1e3), ("tpot_s.p90", "TPOT p90 (ms)", 1e3),
                    ("e2e_s.p90", "E2E p90 (ms)", 1e3), ("output_throughput_tokens_per_s", "output tok/s", 1.0),
@@ -50,15 +51,9 @@ def page_setup(title: str) -> None:
 def kpis(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(label, value text, help) of each KPI card; '–' where the library reports None."""
     out = []
-    for label, path, scale, unit, fmt in KPI_SPECS:
+    for label, path, scale, fmt in KPI_SPECS:
         v = F.summary_value(summary, path)
-        if v is None:
-            text = "–"
-        elif unit == "$":
-            text = f"${format(v * scale, fmt)}"
-        else:
-            text = f"{format(v * scale, fmt)} {unit}"
-        out.append((label, text, KPI_HELP.get(label, path)))
+        out.append((label, "–" if v is None else format(v * scale, fmt), KPI_HELP.get(label, path)))
     return out
 
 
