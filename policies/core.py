@@ -133,11 +133,12 @@ class ReplicaCore:
         """The pass ran and ended at `now`: advance tokens, emit samples, free finished requests."""
         finished: list[Request] = []
         itl = self.itl_s
-        reqs, s = plan.reqs, plan.shape
-        if s.num_decode_tokens == s.num_logits == s.num_seqs == len(reqs) and itl is not None:
-            # Every sequence is a one-token decode that samples (the common pass): no per-request tests.
+        reqs = plan.reqs
+        k = plan.num_decodes if itl is not None else 0
+        if k:
+            # The leading one-token decodes, which all sample (the common case): no per-request tests.
             append = itl.append
-            for r in reqs:
+            for r in (reqs if k == len(reqs) else reqs[:k]):
                 r.num_computed += 1
                 g = r.num_generated + 1
                 r.num_generated = g
@@ -145,9 +146,11 @@ class ReplicaCore:
                 r.last_token_s = now
                 if g >= r.output_len:
                     finished.append(r)
-            self.num_kv_tokens += len(reqs)
-            return self._finish(plan, finished, now)
-        for r, n in zip(reqs, plan.num_tokens):
+            self.num_kv_tokens += k
+            if k == len(reqs):
+                return self._finish(plan, finished, now)
+        rest, ntok = (reqs, plan.num_tokens) if not k else (reqs[k:], plan.num_tokens[k:])
+        for r, n in zip(rest, ntok):
             nc = r.num_computed + n
             r.num_computed = nc
             if nc >= r.prompt_len + r.num_generated:  # the pass reached the end: one token sampled
@@ -160,10 +163,10 @@ class ReplicaCore:
                 r.last_token_s = now
                 if g >= r.output_len:
                     finished.append(r)
-        self.num_kv_tokens += sum(plan.num_tokens)
+        self.num_kv_tokens += sum(ntok)
         kv = self.kv
         if kv.prefix_caching:  # register prompt blocks this pass filled (decodes fill none)
-            for r, n in zip(reqs, plan.num_tokens):
+            for r, n in zip(rest, ntok):
                 if r.hash_ids is not None and r.num_computed - n < r.prompt_len:
                     kv.cache_computed(r)
         return self._finish(plan, finished, now)

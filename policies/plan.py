@@ -15,7 +15,8 @@ class BatchPlan(NamedTuple):
     move it to host memory (swap); `swapped_in` get their KV back before the pass; `allocs` are the
     `(request, total_tokens)` KV allocations the pass needs (applied after admissions and swap-ins).
     `shape` is what the pass costs; it equals the sum over `reqs` except for static batching, whose
-    finished members still decode as padding.
+    finished members still decode as padding. The first `num_decodes` entries are one-token decodes
+    that sample (the fast path of ReplicaCore.complete).
     """
 
     reqs: list[Request]
@@ -26,6 +27,7 @@ class BatchPlan(NamedTuple):
     swapped_in: list[Request]
     cached: list[int] = []
     allocs: list[tuple[Request, int]] = []
+    num_decodes: int = 0
 
     def as_dict(self) -> dict[int, int]:
         return {r.id: n for r, n in zip(self.reqs, self.num_tokens)}
@@ -38,7 +40,7 @@ class PlanBuilder:
     """
 
     __slots__ = ("reqs", "num_tokens", "shape", "admitted", "preempted", "swapped_in", "cached", "allocs",
-                 "window")
+                 "num_decodes", "window")
 
     def __init__(self, window: int = 0) -> None:
         self.reqs: list[Request] = []
@@ -49,6 +51,7 @@ class PlanBuilder:
         self.swapped_in: list[Request] = []
         self.cached: list[int] = []
         self.allocs: list[tuple[Request, int]] = []
+        self.num_decodes = 0  # leading entries that are sampling one-token decodes
         self.window = window
 
     def add(self, req: Request, n: int, ctx: int | None = None) -> None:
@@ -81,4 +84,4 @@ class PlanBuilder:
         if not self.reqs and not self.preempted:
             return None
         return BatchPlan(self.reqs, self.num_tokens, self.shape, self.admitted, self.preempted, self.swapped_in,
-                         self.cached, self.allocs)
+                         self.cached, self.allocs, self.num_decodes)

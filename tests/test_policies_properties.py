@@ -150,6 +150,8 @@ def check_plan(core, cfg, plan) -> None:
         ref.add(n, ctx, n == 1 and ctx >= r.prompt_len, ctx + n == r.prompt_len + r.num_generated, core.window)
     if cfg.kind != "static":
         assert s == ref
+    for r, n in zip(plan.reqs[:plan.num_decodes], plan.num_tokens):  # leading sampling decodes
+        assert n == 1 and r.prompt_len <= r.num_computed == r.prompt_len + r.num_generated - 1
     for r, n in zip(plan.reqs, plan.num_tokens):
         assert r.num_computed + n <= r.prompt_len + r.num_generated
         assert r.num_computed + n <= len(r.blocks) * core.kv.block_size

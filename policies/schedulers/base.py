@@ -115,7 +115,7 @@ def decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, fr
                 allocs.append((r, nc + 1))
             append(r)
             kv_sum += nc
-    k = len(reqs)
+    k = b.num_decodes = len(reqs)
     if k:
         b.num_tokens.extend([1] * k)
         b.add_decodes(k, kv_sum + k)
@@ -162,6 +162,7 @@ def _decode_running(b: PlanBuilder, running: Sequence[Request], kv: KVManager, f
         kv_sum += s if s < w else w
         k += 1
         i += 1
+    b.num_decodes = k
     if k:
         b.add_decodes(k, kv_sum)
     return free, budget - k
