@@ -371,3 +371,31 @@ def test_validate_page_shows_a_json_report_and_rejects_a_broken_one():
     at.run()
     assert not at.exception
     assert [e.value for e in at.error] == ["broken.json:2:14: not an HTML or JSON validate report (Expecting value)"]
+
+
+def test_validate_page_reads_a_validate_output_folder(tmp_path):
+    """A folder in `llmsim validate --out` layout: result.json errors table + measured/simulated CDFs."""
+    cfg = _expected_config()
+    sim = simulate(cfg)
+    other = simulate(_expected_config(simulation={"seed": 1}))
+    # Two real simulator runs stand in for "measured" and "simulated" (the page only lays them out).
+    sim.requests.to_parquet(tmp_path / "measured_requests.parquet")
+    other.requests.to_parquet(tmp_path / "simulated_requests.parquet")
+    m, s = sim.summary, other.summary
+    result = {"errors": {"ttft_p50": s["ttft_s"]["p50"] / m["ttft_s"]["p50"] - 1,
+                         "throughput": s["output_throughput_tokens_per_s"] / m["output_throughput_tokens_per_s"] - 1},
+              "measured": m, "simulated": s, "step_time": {}, "notes": ["a note"]}
+    (tmp_path / "result.json").write_text(json.dumps(result, default=str))
+    at = _page("pages/4_Validate.py")
+    at.text_input(key="val.report_dir").set_value(str(tmp_path))
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert table["metric"].tolist() == ["ttft_p50", "throughput"]
+    assert table["measured"].tolist() == pytest.approx([m["ttft_s"]["p50"], m["output_throughput_tokens_per_s"]])
+    assert table["simulated"].tolist() == pytest.approx([s["ttft_s"]["p50"], s["output_throughput_tokens_per_s"]])
+    assert len(_charts(at)) == 2  # error bars, CDF overlay
+    at.text_input(key="val.report_dir").set_value(str(tmp_path / "nope"))
+    at.run()
+    assert [e.value for e in at.error] == [f"validate folder {str(tmp_path / 'nope')!r}: not a directory "
+                                           "(run `llmsim validate --out FOLDER`)"]

@@ -143,3 +143,11 @@ def test_measured_vs_modelled_skips_nonpositive_and_draws_identity():
     h100 = next(t for t in points if t.name == "h100")
     assert list(h100.customdata) == pytest.approx([100.0])
     assert fig.data[-1].name == "y = x"
+
+
+def test_error_bars_colour_by_tolerance():
+    df = pd.DataFrame({"metric": ["a", "b", "c"], "error": [0.05, -0.2, None]})
+    fig = F.error_bars(df, tolerance=0.1)
+    assert list(fig.data[0].x) == ["a", "b"]
+    assert list(fig.data[0].y) == pytest.approx([5.0, -20.0])
+    assert list(fig.data[0].marker.color) == ["#00CC96", "#EF553B"]

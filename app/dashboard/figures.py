@@ -288,3 +288,18 @@ def measured_vs_modelled(df: pd.DataFrame, measured: str = "measured_s", modelle
     fig.update_xaxes(type="log", title_text="measured (ms)")
     fig.update_yaxes(type="log", title_text="modelled (ms)")
     return _layout(fig, "Modelled vs measured operator time", height=450)
+
+
+def error_bars(df: pd.DataFrame, metric: str = "metric", error: str = "error", tolerance: float | None = 0.1
+               ) -> go.Figure:
+    """Relative error per metric (%), green inside ±tolerance, red outside; dashed lines at the tolerance."""
+    d = df[df[error].notna()]
+    pct = d[error].astype(float) * 100
+    ok = pct.abs() <= (tolerance * 100 if tolerance is not None else np.inf)
+    fig = go.Figure(go.Bar(x=d[metric], y=pct, marker_color=np.where(ok, "#00CC96", "#EF553B"),
+                           hovertemplate="%{x}: %{y:+.1f}%<extra></extra>"))
+    if tolerance is not None:
+        for sign in (1, -1):
+            fig.add_hline(y=sign * tolerance * 100, line_dash="dash", line_color="grey")
+    fig.update_yaxes(title_text="simulated / measured − 1 (%)")
+    return _layout(fig, "Prediction error per metric")

@@ -115,3 +115,46 @@ def report_tables(report: Any) -> dict[str, pd.DataFrame]:
 
     walk(report, "")
     return out
+
+
+def validate_error_rows(result: dict[str, Any]) -> pd.DataFrame:
+    """The error table of a `llmsim validate` result.json: metric, measured, simulated, error
+    (= simulated / measured − 1, as the report defines it). Latencies in seconds."""
+    measured, simulated = result.get("measured") or {}, result.get("simulated") or {}
+    step = result.get("step_time") or {}
+    rows = []
+    for key, err in (result.get("errors") or {}).items():
+        m = s = None
+        metric, _, q = key.rpartition("_")
+        if metric in ("ttft", "tpot", "e2e", "itl") and q.startswith("p"):
+            m = (measured.get(f"{metric}_s") or {}).get(q)
+            s = (simulated.get(f"{metric}_s") or {}).get(q)
+        elif key == "throughput":
+            m, s = measured.get("output_throughput_tokens_per_s"), simulated.get("output_throughput_tokens_per_s")
+        elif key == "step_time":
+            m, s = step.get("measured_mean_s"), step.get("simulated_mean_s")
+        rows.append({"metric": key, "measured": m, "simulated": s, "error": err})
+    return pd.DataFrame(rows, columns=["metric", "measured", "simulated", "error"])
+
+
+def is_validate_result(report: Any) -> bool:
+    return isinstance(report, dict) and isinstance(report.get("errors"), dict) and "measured" in report
+
+
+def load_validate_folder(folder: str) -> tuple[tuple[str, Any], dict[str, pd.DataFrame]]:
+    """(('json', result) or ('html', text), frames) from a `llmsim validate --out` folder; frames are the
+    measured_/simulated_ requests and steps parquet files that exist there."""
+    from pathlib import Path
+
+    from hwmodels.errors import UserError
+
+    p = Path(folder)
+    if not p.is_dir():
+        raise UserError(f"validate folder {folder!r}: not a directory (run `llmsim validate --out FOLDER`)")
+    frames = {name: pd.read_parquet(p / f"{name}.parquet") for name in
+              ("measured_requests", "simulated_requests", "measured_steps", "simulated_steps")
+              if (p / f"{name}.parquet").is_file()}
+    for name in ("result.json", "report.html"):
+        if (p / name).is_file():
+            return parse_report(name, (p / name).read_bytes()), frames
+    raise UserError(f"validate folder {folder!r}: has neither result.json nor report.html")

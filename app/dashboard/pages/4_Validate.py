@@ -59,21 +59,46 @@ with prof_tab:
                     st.json(meta, expanded=False)
 
 with report_tab:
-    st.markdown("A report saved by `llmsim validate` (HTML or JSON): real executor vs simulator on the same "
-                "config.")
+    st.markdown("A run of `llmsim validate` (real executor vs simulator on the same config): upload its "
+                "`result.json` or `report.html`, or give its output folder on the server.")
     rep = st.file_uploader("Validate report", type=["html", "htm", "json"], key="val.report_upload")
+    folder = st.text_input("…or a validate output folder (default `validate-out`)", key="val.report_dir")
+    report: tuple[str, object] | None = None
+    frames: dict = {}
     if rep is not None:
         try:
-            kind, content = profiles.parse_report(rep.name, rep.getvalue())
+            report = profiles.parse_report(rep.name, rep.getvalue())
         except ValueError as exc:
             st.error(str(exc))
+    elif folder:
+        try:
+            report, frames = profiles.load_validate_folder(folder)
+        except (ValueError, UserError) as exc:
+            st.error(str(exc))
+    if report is not None:
+        kind, content = report
+        if kind == "html":
+            components.html(content, height=900, scrolling=True)
+        elif profiles.is_validate_result(content):
+            errors = profiles.validate_error_rows(content)
+            st.plotly_chart(F.error_bars(errors), key="val.error_bars")
+            st.dataframe(errors, hide_index=True, key="val.errors")
+            if "measured_requests" in frames and "simulated_requests" in frames:
+                st.plotly_chart(F.latency_cdfs({"measured": frames["measured_requests"],
+                                                "simulated": frames["simulated_requests"]}), key="val.cdfs")
+            steps = frames.get("measured_steps")
+            if steps is not None and "predicted_s" in steps:
+                per_pass = steps.assign(measured_s=steps["end_s"] - steps["start_s"], modelled_s=steps["predicted_s"],
+                                        op="pass " + steps["num_tokens"].astype(str) + " tokens")
+                st.plotly_chart(F.measured_vs_modelled(per_pass, label="op"), key="val.passes")
+            for note in content.get("notes") or []:
+                st.caption(note)
+            with st.expander("Raw JSON"):
+                st.json(content, expanded=False)
         else:
-            if kind == "html":
-                components.html(content, height=900, scrolling=True)
-            else:
-                tables = profiles.report_tables(content)
-                for name, df in tables.items():
-                    st.markdown(f"**{name}**")
-                    st.dataframe(df, hide_index=True, key=f"val.report.{name}")
-                with st.expander("Raw JSON", expanded=not tables):
-                    st.json(content, expanded=False)
+            tables = profiles.report_tables(content)
+            for name, df in tables.items():
+                st.markdown(f"**{name}**")
+                st.dataframe(df, hide_index=True, key=f"val.report.{name}")
+            with st.expander("Raw JSON", expanded=not tables):
+                st.json(content, expanded=False)
