@@ -127,7 +127,8 @@ def test_contiguous_first_fit_coalesces_and_fragments():
 
 def test_contiguous_reservation_modes():
     r = Request(0, 0, 100, 30)  # final length 130
-    sizes = {m: ContiguousKVManager(1000, 16, 2048, m).blocks_needed(r, 100) for m in ("max_model_len", "pow2", "oracle")}
+    modes = ("max_model_len", "pow2", "oracle")
+    sizes = {m: ContiguousKVManager(1000, 16, 2048, m).blocks_needed(r, 100) for m in modes}
     assert sizes == {"max_model_len": 128, "pow2": 16, "oracle": 9}  # 2048, 256 and 130 tokens
     kv = ContiguousKVManager(1000, 16, 2048, "pow2")
     kv.allocate(r, 100)

@@ -207,7 +207,8 @@ def test_rejections_name_the_limit():
     kv = PagedKVManager(num_blocks=4, block_size=4)
     core = ReplicaCore(make_scheduler(VLLMSchedulerConfig(max_num_batched_tokens=8, watermark=0.25)), kv, 64)
     too_long = Request(0, 0.0, 9, 1)
-    assert not core.add(too_long) and too_long.state == REJECTED and "max_num_batched_tokens=8" in too_long.reject_reason
+    assert not core.add(too_long) and too_long.state == REJECTED
+    assert "max_num_batched_tokens=8" in too_long.reject_reason
     too_big = Request(1, 0.0, 8, 8)
     assert not core.add(too_big) and "watermark" in too_big.reject_reason
     assert not core.add(Request(2, 0.0, 8, 100)) and core.num_outstanding == 0

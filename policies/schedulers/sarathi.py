@@ -40,7 +40,8 @@ class SarathiScheduler(SchedulerPolicy):
         if not b.preempted and budget > 0:
             watermark = int(self.cfg.watermark * kv.num_blocks)
             if view.swapped:
-                swap_in(b, view.swapped, kv, free, budget, max(len(running), len(b.reqs)), self.max_batch_size, watermark)
+                swap_in(b, view.swapped, kv, free, budget, max(len(running), len(b.reqs)), self.max_batch_size,
+                        watermark)
             elif view.waiting:
                 admit(b, view.waiting, kv, free, budget, len(running), self.max_batch_size, watermark,
                       chunked=True, on_demand=self.on_demand)
