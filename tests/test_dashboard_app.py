@@ -399,3 +399,59 @@ def test_validate_page_reads_a_validate_output_folder(tmp_path):
     at.run()
     assert [e.value for e in at.error] == [f"validate folder {str(tmp_path / 'nope')!r}: not a directory "
                                            "(run `llmsim validate --out FOLDER`)"]
+
+
+# ---- loading scenarios, the CLI command --------------------------------------------------------
+
+
+SCENARIO = """\
+parallel: {tp: 2, replicas: 2}
+scheduler: {kind: sarathi, chunk_size: 256}
+router: {kind: least_outstanding}
+workload: {kind: synthetic, num_requests: 60, arrival: {process: gamma, rate_per_s: 12.0, cv: 3.0}}
+slo: {ttft_s: 0.3}
+"""
+
+
+def test_a_scenario_file_loads_into_the_simulate_form(tmp_path):
+    at = _page("pages/1_Simulate.py")
+    at.file_uploader(key="sim_scenario_upload").set_value(("scenario.yaml", SCENARIO.encode(), "text/yaml"))
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.number_input(key="sim.tp").value == 2 and at.number_input(key="sim.replicas").value == 2
+    assert at.selectbox(key="sim.scheduler").value == "sarathi"
+    assert at.number_input(key="sim.sarathi.chunk_size").value == 256
+    assert at.selectbox(key="sim.process").value == "gamma" and at.number_input(key="sim.cv").value == 3.0
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO)
+    from simulator.config import load_config
+
+    assert json.loads(at.session_state["sim.result_key"]) == json.loads(load_config(path).model_dump_json())
+    _check_kpis(at, simulate(load_config(path)).summary)
+
+
+def test_home_preloads_the_cli_config_into_simulate(tmp_path, monkeypatch):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO)
+    monkeypatch.setattr("sys.argv", ["Home.py", "--config", str(path)])
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
+    at.run()
+    assert at.success and str(path) in at.success[0].value
+    at.switch_page("pages/1_Simulate.py")
+    at.run()
+    assert at.number_input(key="sim.tp").value == 2 and at.selectbox(key="sim.router").value == "least_outstanding"
+
+
+def test_dashboard_command_line():
+    from app.cmd_dashboard import streamlit_command
+
+    cmd = streamlit_command(8600, "127.0.0.1", True)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app/dashboard/Home.py")
+    assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[cmd.index("--server.headless") + 1] == "true"
+    with pytest.raises(UserError, match="--port = 70000"):
+        streamlit_command(70000, "127.0.0.1", True)
+    with pytest.raises(UserError, match="--config = nope.yaml: file not found"):
+        streamlit_command(8600, "127.0.0.1", True, Path("nope.yaml"))
