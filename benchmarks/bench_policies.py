@@ -1,7 +1,7 @@
 """Wall time of one decode step through the policy layer: plan + next_plan + complete (no SimPy).
 
-Usage: taskset -c 0 python benchmarks/bench_policies.py [--steps N]
-Prints µs per step (best of 3) for each scheduler × KV manager at batch 8, 32 and 128 (all requests decoding,
+Usage: taskset -c 0 python benchmarks/bench_policies.py [--steps N] [--repeats R]
+Prints µs per step (best of R runs) for each scheduler × KV manager at batch 8, 32 and 128 (all requests decoding,
 none finishing during the timed steps; one block allocation per request every block_size steps).
 """
 from __future__ import annotations
@@ -52,14 +52,15 @@ def bench(sched, kv_cfg, batch: int, steps: int, prompt_len: int = 512) -> float
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3, help="report the best of this many runs")
     args = ap.parse_args()
     print(f"{'scheduler':10s} {'kv':22s} " + " ".join(f"{'b=' + str(b):>9s}" for b in (8, 32, 128)) + "  (µs/step)")
     for s in SCHEDULERS:
         for k in KVS:
             name = k.kind + ("+prefix" if getattr(k, "prefix_caching", False) else "") + (
                 f"({k.reserve})" if k.kind == "contiguous" else "")
-            # Best of 3: the minimum is the least disturbed by other processes on a shared machine.
-            us = [min(bench(s, k, b, args.steps) for _ in range(3)) * 1e6 for b in (8, 32, 128)]
+            # The minimum is the run least disturbed by other processes on a shared machine.
+            us = [min(bench(s, k, b, args.steps) for _ in range(args.repeats)) * 1e6 for b in (8, 32, 128)]
             print(f"{s.kind:10s} {name:22s} " + " ".join(f"{u:9.2f}" for u in us))
 
 
