@@ -155,11 +155,12 @@ def fit_report_cmd(
     from rich.table import Table
 
     t = Table(title=f"held-out error of the profiled cost model ({holdout:.0%} of rows, seed {seed})")
-    for c in ("family", "train", "test", "median |err|", "p90 |err|", "interpolated", "fitted"):
+    for c in ("family", "train", "test", "median |err|", "p90 |err|", "interpolated", "fitted", "unpredicted"):
         t.add_column(c, justify="left" if c == "family" else "right")
     for r in rep.to_dict("records"):
         t.add_row(r["family"], str(r["num_train"]), str(r["num_test"]), f"{r['median_abs_rel_err']:.1%}",
-                  f"{r['p90_abs_rel_err']:.1%}", str(r["num_interpolated"]), str(r["num_fitted"]))
+                  f"{r['p90_abs_rel_err']:.1%}", str(r["num_interpolated"]), str(r["num_fitted"]),
+                  str(r["num_unpredicted"]))
     Console().print(t)
     dev = sorted({r.get("device", "?") for r in runs})
     typer.echo(f"device(s): {', '.join(dev)}; runs: {len(runs)}")

@@ -159,9 +159,9 @@ def _group_and_xy(op: str, r: dict) -> tuple[tuple, float, float] | None:
     """(exact-match group, y, x) under which a row (or a query with the same fields) is interpolated."""
     if op == "gemm":
         return (op, r["dtype"], r["n"], r["k"]), 1.0, float(r["m"])
-    if op == "attention_prefill":
-        return ((op, r["dtype"], r["num_heads"], r["num_kv_heads"], r["head_dim"]), float(r["num_seqs"]),
-                float(r["pairs"]))
+    if op == "attention_prefill":  # whole prompts and chunks on cached context are separate curves
+        return ((op, r["dtype"], r["num_heads"], r["num_kv_heads"], r["head_dim"], r["context_len"] > 0),
+                float(r["num_seqs"]), float(r["pairs"]))
     if op == "attention_decode":
         return ((op, r["dtype"], r["num_heads"], r["num_kv_heads"], r["head_dim"]), float(r["num_seqs"]),
                 float(r["num_seqs"] * r["context_len"]))
@@ -349,7 +349,8 @@ class ProfileFit:
     device: str
     curves: dict[tuple, _Curve] = field(default_factory=dict)
     roofline: dict[tuple[str, str], RooflineFit] = field(default_factory=dict)  # (family or op, dtype)
-    attention_fit: dict[str, LinearFit] = field(default_factory=dict)  # dtype -> [1, seqs, flops, bytes]
+    # (dtype, decode | prefill | chunk | all) -> t = c·[1, seqs, flops, bytes]
+    attention_fit: dict[tuple[str, str], LinearFit] = field(default_factory=dict)
     alpha_beta: dict[tuple[str, int], LinearFit] = field(default_factory=dict)  # (op, world) -> [1, bytes]
     dtypes: frozenset[str] = frozenset()
 
@@ -380,11 +381,16 @@ class ProfileFit:
                 if len(s) >= 2:
                     fit.roofline[(fam_key, dtype)] = fit_roofline(s["flops"].to_numpy(), s["bytes"].to_numpy(),
                                                                   s["median_s"].to_numpy())
-            s = sub[sub["op"].isin(ATTENTION_OPS) & (sub["median_s"] > 0)]
-            if len(s) >= 3:
-                feats = np.stack([np.ones(len(s)), s["num_seqs"].to_numpy(float), s["flops"].to_numpy(float),
-                                  s["bytes"].to_numpy(float)], axis=1)
-                fit.attention_fit[dtype] = LinearFit(tuple(_fit_nonneg(feats, s["median_s"].to_numpy(float))), len(s))
+            att = sub[sub["op"].isin(ATTENTION_OPS) & (sub["median_s"] > 0)]
+            kinds = {"all": att, "decode": att[att["op"] == "attention_decode"],
+                     "prefill": att[(att["op"] == "attention_prefill") & (att["context_len"] == 0)],
+                     "chunk": att[(att["op"] == "attention_prefill") & (att["context_len"] > 0)]}
+            for kind, s in kinds.items():
+                if len(s) >= 3:
+                    feats = np.stack([np.ones(len(s)), s["num_seqs"].to_numpy(float), s["flops"].to_numpy(float),
+                                      s["bytes"].to_numpy(float)], axis=1)
+                    fit.attention_fit[(dtype, kind)] = LinearFit(
+                        tuple(_fit_nonneg(feats, s["median_s"].to_numpy(float))), len(s))
         coll = df[df["op"].isin(COLLECTIVE_OPS) & (df["median_s"] > 0)]
         for (op, world), s in coll.groupby(["op", "world_size"]):
             if len(s) >= 2:
@@ -444,19 +450,27 @@ class ProfileFit:
 
     def attention(self, dtype: str, heads: int, kv_heads: int, head_dim: int, num_seqs: int, num_tokens: int,
                   pairs: float, kv_read: float, phase: str) -> tuple[float, str] | None:
-        """phase: 'decode' (one new token per sequence), 'prefill' (no decodes) or 'mixed'."""
+        """phase: 'decode' (one new token per sequence), 'prefill' (no decodes) or 'mixed'.
+
+        A prefill whose KV reads exceed its new tokens has cached context (chunked prefill): it is read
+        off the chunk curve when the table has one, else off the whole-prompt curve.
+        """
         base = {"dtype": dtype, "num_heads": heads, "num_kv_heads": kv_heads, "head_dim": head_dim,
                 "num_seqs": num_seqs}
         op, r = None, None
         if phase == "decode":
             op, r = "attention_decode", {**base, "context_len": kv_read / max(1, num_seqs)}
         elif phase == "prefill":
-            op, r = "attention_prefill", {**base, "pairs": pairs}
+            op, r = "attention_prefill", {**base, "pairs": pairs, "context_len": int(kv_read > num_tokens)}
+            if _group_and_xy(op, r)[0] not in self.curves:
+                r["context_len"] = 0  # no chunk rows in this table: the whole-prompt curve
         if op is not None:
             got = self._interp(op, r)
             if got:
                 return got
-        lf = self.attention_fit.get(dtype)
+        kind = "decode" if phase == "decode" else ("all" if op is None else
+                                                    ("chunk" if r["context_len"] else "prefill"))
+        lf = self.attention_fit.get((dtype, kind)) or self.attention_fit.get((dtype, "all"))
         if lf is None:
             return None
         fl, by = attention_work(pairs, num_tokens, kv_read, heads, kv_heads, head_dim, dtype_bytes(dtype))
@@ -523,8 +537,8 @@ def fastest_impl(df: pd.DataFrame) -> pd.DataFrame:
 def fit_report(df: pd.DataFrame, holdout: float = 0.2, seed: int = 0, device: str | None = None) -> pd.DataFrame:
     """Train on (1 − holdout) of the rows, predict the rest: abs relative error per family and overall.
 
-    Columns: family, num_train, num_test, median_abs_rel_err, p90_abs_rel_err, and how many held-out rows
-    were interpolated vs fitted. Rows are split per family (seeded), so every family is scored.
+    Columns: family, num_train, num_test (scored), median_abs_rel_err, p90_abs_rel_err, and how many held-out
+    rows were interpolated, fitted, or left unpredicted. The split is seeded and stratified per op.
     """
     df = fastest_impl(select_device(df, device))
     df = df[df["op"].isin(ALL_OPS)].reset_index(drop=True)
@@ -533,7 +547,7 @@ def fit_report(df: pd.DataFrame, holdout: float = 0.2, seed: int = 0, device: st
     rng = np.random.default_rng(seed)
     test = np.zeros(len(df), dtype=bool)
     fam = df["op"].map(_family)
-    for _, idx in df.groupby(fam).groups.items():
+    for _, idx in sorted(df.groupby("op").groups.items()):  # stratified per op: every op keeps training rows
         idx = np.asarray(list(idx))
         n_test = int(round(len(idx) * holdout))
         if len(idx) >= 5 and n_test > 0:
@@ -542,7 +556,8 @@ def fit_report(df: pd.DataFrame, holdout: float = 0.2, seed: int = 0, device: st
     out = []
     for r in df[test].to_dict("records"):
         got = fit.predict_row(r)
-        if got is None:
+        if got is None:  # nothing left in training covers it: counted, not scored
+            out.append({"family": _family(r["op"]), "op": r["op"], "source": "none", "rel_err": np.nan})
             continue
         out.append({"family": _family(r["op"]), "op": r["op"], "source": got[1],
                     "rel_err": abs(got[0] - r["median_s"]) / r["median_s"]})
@@ -550,13 +565,15 @@ def fit_report(df: pd.DataFrame, holdout: float = 0.2, seed: int = 0, device: st
     rows = []
     train_counts = fam[~test].value_counts()
     for name, sub in [*res.groupby("family"), ("all", res)]:
+        scored = sub["rel_err"].dropna()
         rows.append({"family": name,
                      "num_train": int(train_counts.get(name, 0)) if name != "all" else int((~test).sum()),
-                     "num_test": int(len(sub)),
-                     "median_abs_rel_err": float(sub["rel_err"].median()) if len(sub) else float("nan"),
-                     "p90_abs_rel_err": float(sub["rel_err"].quantile(0.9)) if len(sub) else float("nan"),
-                     "num_interpolated": int((sub["source"] != "fitted").sum()),
-                     "num_fitted": int((sub["source"] == "fitted").sum())})
+                     "num_test": int(len(scored)),
+                     "median_abs_rel_err": float(scored.median()) if len(scored) else float("nan"),
+                     "p90_abs_rel_err": float(scored.quantile(0.9)) if len(scored) else float("nan"),
+                     "num_interpolated": int(sub["source"].isin(("measured", "interpolated")).sum()),
+                     "num_fitted": int((sub["source"] == "fitted").sum()),
+                     "num_unpredicted": int((sub["source"] == "none").sum())})
     return pd.DataFrame(rows)
 
 
@@ -596,8 +613,9 @@ class ProfiledCostModel:
         sh = self.shapes
         # Hot path: this model's attention curves, looked up once.
         self._decode_curve = self.fit.curves.get(("attention_decode", quant.dtype, sh.heads, sh.kv_heads, sh.head_dim))
-        self._prefill_curve = self.fit.curves.get(("attention_prefill", quant.dtype, sh.heads, sh.kv_heads,
-                                                   sh.head_dim))
+        prefill_key = ("attention_prefill", quant.dtype, sh.heads, sh.kv_heads, sh.head_dim)
+        self._prefill_curve = self.fit.curves.get((*prefill_key, False))
+        self._chunk_curve = self.fit.curves.get((*prefill_key, True)) or self._prefill_curve
 
     # ---- one operator ----------------------------------------------------------------------------
     def op_seconds(self, op: Op, num_tokens: int, num_logits: int) -> tuple[float, str]:
@@ -629,7 +647,10 @@ class ProfiledCostModel:
 
     def _attention_part(self, phase: str, num_seqs: int, num_tokens: int, pairs: int, kv_read: int,
                         shape: BatchShape) -> tuple[float, str]:
-        curve = self._decode_curve if phase == "decode" else self._prefill_curve
+        if phase == "decode":
+            curve = self._decode_curve
+        else:  # chunks on cached context (kv reads beyond the new tokens) have their own rows
+            curve = self._chunk_curve if kv_read > num_tokens else self._prefill_curve
         if curve is not None:  # fast path of ProfileFit.attention: inside the measured range
             hit = curve.query(num_seqs, kv_read if phase == "decode" else pairs)
             if hit is not None:

@@ -44,6 +44,8 @@ class Grid:
     decode_contexts: tuple[int, ...]
     world_sizes: tuple[int, ...]
     message_bytes: tuple[int, ...]
+    # cached tokens before a prefill chunk (chunked prefill, Sarathi / vLLM): chunks of prefill_lens on these
+    chunk_contexts: tuple[int, ...] = ()
 
 
 def default_grid(device: str, quick: bool, tp: int = 1) -> Grid:
@@ -64,21 +66,22 @@ def default_grid(device: str, quick: bool, tp: int = 1) -> Grid:
             return Grid(tokens=pow2(1, 512, False), logits=pow2(1, 64, False), prefill_seqs=(1, 2, 4),
                         prefill_lens=(16, 32, 64, 128, 256), decode_seqs=(1, 2, 4, 8, 16),
                         decode_contexts=(32, 64, 128, 256, 512), world_sizes=worlds,
-                        message_bytes=tuple(4096 * 4 ** i for i in range(5)))
+                        message_bytes=tuple(4096 * 4 ** i for i in range(5)), chunk_contexts=(128, 512))
         return Grid(tokens=pow2(1, 2048, True), logits=pow2(1, 256, True), prefill_seqs=(1, 2, 4, 8),
                     prefill_lens=pow2(16, 1024, True), decode_seqs=(1, 2, 4, 8, 16, 32, 64),
                     decode_contexts=pow2(32, 2048, True), world_sizes=worlds,
-                    message_bytes=tuple(4096 * 4 ** i for i in range(7)))
+                    message_bytes=tuple(4096 * 4 ** i for i in range(7)), chunk_contexts=(128, 512, 2048))
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 1
     worlds = tuple(sorted({w for w in (2, 4, 8, tp) if 1 < w <= n_gpu}))
     if quick:
         return Grid(tokens=pow2(1, 4096, False), logits=pow2(1, 256, False), prefill_seqs=(1, 4, 16),
                     prefill_lens=(128, 512, 2048), decode_seqs=(1, 8, 64), decode_contexts=(256, 1024, 4096),
-                    world_sizes=worlds, message_bytes=tuple(4096 * 4 ** i for i in range(0, 9, 2)))
+                    world_sizes=worlds, message_bytes=tuple(4096 * 4 ** i for i in range(0, 9, 2)),
+                    chunk_contexts=(2048, 8192))
     return Grid(tokens=pow2(1, 16384, True), logits=pow2(1, 512, True), prefill_seqs=(1, 2, 4, 8, 16, 32),
                 prefill_lens=pow2(64, 8192, True), decode_seqs=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                 decode_contexts=pow2(128, 32768, True), world_sizes=worlds,
-                message_bytes=tuple(4096 * 4 ** i for i in range(10)))
+                message_bytes=tuple(4096 * 4 ** i for i in range(10)), chunk_contexts=(1024, 4096, 16384))
 
 
 @dataclass
@@ -158,16 +161,18 @@ def build_cases(cfg: SweepConfig) -> list[Case]:
                     cases.append(Case("gemm", impl, name, shape, fl, by,
                                       _gemm_factory(impl, m, n, k, rand_for("gemm", shape)), "gemm"))
     if "attention" in cfg.ops:
-        for b in grid.prefill_seqs:
-            for length in grid.prefill_lens:
-                pairs = b * causal_pairs(length, length)
-                fl, by = attention_work(pairs, b * length, b * length, sh.heads, sh.kv_heads, sh.head_dim, item)
-                shape = {"num_seqs": b, "num_tokens": b * length, "context_len": 0, "num_heads": sh.heads,
-                         "num_kv_heads": sh.kv_heads, "head_dim": sh.head_dim}
-                for impl in impls:
-                    cases.append(Case("attention_prefill", impl, "attention", shape, fl, by,
-                                      _prefill_factory(impl, b, length, sh, rand_for("prefill", shape), dev),
-                                      "attention"))
+        for ctx in (0, *grid.chunk_contexts):
+            for b in grid.prefill_seqs:
+                for length in grid.prefill_lens:
+                    pairs = b * causal_pairs(length, ctx + length)
+                    fl, by = attention_work(pairs, b * length, b * (ctx + length), sh.heads, sh.kv_heads,
+                                            sh.head_dim, item)
+                    shape = {"num_seqs": b, "num_tokens": b * length, "context_len": ctx, "num_heads": sh.heads,
+                             "num_kv_heads": sh.kv_heads, "head_dim": sh.head_dim}
+                    for impl in impls:
+                        cases.append(Case("attention_prefill", impl, "attention", shape, fl, by,
+                                          _prefill_factory(impl, b, length, ctx, sh, rand_for("prefill", shape), dev),
+                                          "attention"))
     if "decode" in cfg.ops:
         for b in grid.decode_seqs:
             for ctx in grid.decode_contexts:
@@ -220,17 +225,19 @@ def _cu(lens: list[int], device: str) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.int32, device=device)
 
 
-def _prefill_factory(impl, b, length, sh, new_rand, dev):
+def _prefill_factory(impl, b, length, ctx, sh, new_rand, dev):
+    """b sequences of `length` new tokens on top of `ctx` cached ones (ctx = 0: whole prompts)."""
     def make():
         from profiler.kernels.attention import flash_attention_varlen, flash_attention_varlen_ref
 
         rand, _ = new_rand()
         q = rand(b * length, sh.heads, sh.head_dim)
-        k, v = rand(b * length, sh.kv_heads, sh.head_dim), rand(b * length, sh.kv_heads, sh.head_dim)
-        cu = _cu([length] * b, dev)
+        k = rand(b * (ctx + length), sh.kv_heads, sh.head_dim)
+        v = rand(b * (ctx + length), sh.kv_heads, sh.head_dim)
+        cu_q, cu_k = _cu([length] * b, dev), _cu([ctx + length] * b, dev)
         if impl == "triton":
-            return lambda: flash_attention_varlen(q, k, v, cu, cu, causal=True, max_seqlen_q=length)
-        return lambda: flash_attention_varlen_ref(q, k, v, cu, cu, causal=True)
+            return lambda: flash_attention_varlen(q, k, v, cu_q, cu_k, causal=True, max_seqlen_q=length)
+        return lambda: flash_attention_varlen_ref(q, k, v, cu_q, cu_k, causal=True)
     return make
 
 

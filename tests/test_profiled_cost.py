@@ -43,7 +43,8 @@ def _row(op: str, flops: float, nbytes: float, t: float | None = None, **shape) 
     return r
 
 
-def synthetic_rows(model: ModelSpec = TINY, tokens=(1, 4, 16, 64, 256), seqs=(1, 2, 4), ctxs=(32, 64, 128, 256)):
+def synthetic_rows(model: ModelSpec = TINY, tokens=(1, 4, 16, 64, 256), seqs=(1, 2, 4), ctxs=(32, 64, 128, 256),
+                   chunk_ctxs=(100, 400)):
     sh = op_shapes(model, 1)
     rows = []
     for name, (k, n) in sh.gemms.items():
@@ -62,6 +63,11 @@ def synthetic_rows(model: ModelSpec = TINY, tokens=(1, 4, 16, 64, 256), seqs=(1,
                              **heads))
             fl, by = attention_work(b * causal_pairs(c, c), b * c, b * c, sh.heads, sh.kv_heads, sh.head_dim, 4)
             rows.append(_row("attention_prefill", fl, by, num_seqs=b, num_tokens=b * c, **heads))
+            for cc in chunk_ctxs:  # a chunk of c new tokens on cc cached ones; slower per pair than a prompt
+                fl, by = attention_work(b * causal_pairs(c, cc + c), b * c, b * (cc + c), sh.heads, sh.kv_heads,
+                                        sh.head_dim, 4)
+                rows.append(_row("attention_prefill", fl, by, t=3 * _truth(fl, by), num_seqs=b, num_tokens=b * c,
+                                 context_len=cc, **heads))
     for world in (2, 4):
         for size in (4096, 65536, 1 << 20):
             t = 20e-6 + size / 5e9
@@ -319,3 +325,18 @@ def test_import_vidur_cli_gives_a_tp2_cost_model(profiles_dir, tmp_path):
     assert src["attn_allreduce"] in ("measured", "interpolated")
     res = CliRunner().invoke(app, ["profile", "import-vidur", str(tmp_path / "nope.csv"), "--out", str(out)])
     assert res.exit_code == 2 and "file not found" in res.output
+
+
+def test_chunked_prefill_reads_the_chunk_rows(tmp_path, table):
+    """A prefill chunk on cached context is priced from the chunk rows (3x slower per unit of work in this
+    synthetic table), a whole prompt from the prompt rows; without chunk rows, from the prompt rows."""
+    sh = op_shapes(TINY, 1)
+    chunk = BatchShape.from_seqs([(64, 200)])
+    fl, by = attention_work(causal_pairs(64, 264), 64, 264, sh.heads, sh.kv_heads, sh.head_dim, 4)
+    cm = _cm(table)
+    [(name, secs, src)] = cm.attention_parts(chunk)
+    assert name == "attention_prefill" and src == "interpolated"
+    assert secs == pytest.approx(3 * _truth(fl, by), rel=0.3)
+    no_chunks = write_table(tmp_path / "n.parquet", synthetic_rows(chunk_ctxs=()))
+    [(_, secs2, _)] = _cm(no_chunks).attention_parts(chunk)
+    assert secs2 == pytest.approx(_truth(fl, by), rel=0.3)

@@ -201,12 +201,13 @@ def test_gpu_sweep_cases_compute_the_same_as_torch_under_the_interpreter():
     from profiler.kernels._common import TOLERANCE, rel_error
 
     grid = Grid(tokens=(3, 16), logits=(2,), prefill_seqs=(2,), prefill_lens=(9,), decode_seqs=(3,),
-                decode_contexts=(20,), world_sizes=(), message_bytes=())
+                decode_contexts=(20,), world_sizes=(), message_bytes=(), chunk_contexts=(5,))
     cases = build_cases(_cfg(grid=grid, impls=("triton", "torch")))
     by_key = {}
     for c in cases:
         by_key.setdefault((c.op, tuple(sorted(c.shape.items()))), {})[c.impl] = c
-    assert len(by_key) >= 10 and all(set(v) == {"triton", "torch"} for v in by_key.values())
+    assert len(by_key) >= 11 and all(set(v) == {"triton", "torch"} for v in by_key.values())
+    assert any(k[0] == "attention_prefill" and ("context_len", 5) in k[1] for k in by_key)  # a chunk case
     for key, pair in by_key.items():
         out_t, out_r = pair["triton"].make()(), pair["torch"].make()()
         assert out_t.shape == out_r.shape, key
