@@ -167,4 +167,5 @@ def test_insitu_profile_rows_use_the_sweep_keys(tmp_path):
     assert set(zip(dec.num_seqs, dec.context_len)) == {(1, 17), (3, 17)}  # context includes the new token
     pre = df[df.op == "attention_prefill"]
     assert set(zip(pre.num_seqs, pre.num_tokens, pre.context_len)) == {(1, 8, 0), (2, 32, 0), (1, 8, 16)}
-    assert (df.median_s > 0).all() and (df.impl == "executor").all()
+    kern = df.op != "executor_overhead"
+    assert (df[kern].median_s > 0).all() and (df[~kern].median_s >= 0).all() and (df.impl == "executor").all()
