@@ -367,6 +367,8 @@ def _run_sweep_local(cfg: SweepConfig, out: str | Path, progress: bool) -> Sweep
                         bar.update(task, description=f"{c.op} {c.impl} {_short(c.shape)}")
                     fn = c.make()
                     if cfg.device == "cuda":
+                        fn()  # compile / autotune outside the timed region (do_bench's estimate would see it)
+                        torch.cuda.synchronize()
                         timings[i] = bench(fn, "cuda", min_time_s=cfg.min_time_s)
                     else:
                         samples[i] += cpu_samples(fn, cfg.min_time_s / rounds, warmup=2 if rnd == 0 else 1,
