@@ -176,12 +176,20 @@ class Engine:
         limit = self.spec.max_sim_time_s
         if progress is None:
             env.run(until=limit)
-        else:  # advance in slices so the hot path never checks a progress counter
-            horizon = max(self.requests[-1].arrival_s if self.requests else 0.0, 1.0)
-            while env.peek() != float("inf") and (limit is None or env.now < limit):
-                target = env.now + horizon / 50
-                env.run(until=min(target, limit) if limit else target)
-                progress(env.now)
+        else:  # step by hand and report every ~1/50 of the arrival horizon
+            # NOTE: not run(until=t) slices: SimPy 4.1 leaves that stop event queued, so peek() never
+            # reaches inf and the loop would not end once the work is done.
+            every = max(self.requests[-1].arrival_s if self.requests else 0.0, 1.0) / 50
+            end = float("inf") if limit is None else limit
+            next_at, peek, step = every, env.peek, env.step
+            while peek() < end:
+                step()
+                if env.now >= next_at:
+                    progress(env.now)
+                    next_at = env.now + every
+            if limit is not None and env.now < limit and peek() != float("inf"):
+                env.run(until=limit)
+            progress(env.now)
         for core in self.cores:  # anything still queued could not be served
             if core.has_work() and limit is None:
                 self.notes.append(f"replica {core.replica_id}: {len(core.waiting)} waiting and "

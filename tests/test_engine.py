@@ -80,3 +80,13 @@ def test_contiguous_kv_runs():
     rs = reqs((0.0, 4, 3), (0.0, 4, 3))
     run_engine(spec(VLLMSchedulerConfig(), kv=ContiguousKVConfig(block_size=4, reserve="oracle")), rs)
     assert all(r.finish_s > 0 for r in rs)
+
+
+def test_progress_callback_ends_and_changes_nothing():
+    def run(progress):
+        rs = reqs(*[(0.5 * i, 8, 4) for i in range(200)])
+        raw = run_engine(spec(VLLMSchedulerConfig()), rs, progress)
+        return times(rs), raw.steps
+    seen = []
+    assert run(seen.append) == run(None)
+    assert 40 <= len(seen) <= 60 and seen == sorted(seen) and seen[-1] >= 99.5
