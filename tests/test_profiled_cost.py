@@ -9,6 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwmodels.build import build_cost_model
 from hwmodels.config import HardwareConfig, ParallelConfig, ProfiledCostConfig, QuantConfig
@@ -340,3 +342,22 @@ def test_chunked_prefill_reads_the_chunk_rows(tmp_path, table):
     no_chunks = write_table(tmp_path / "n.parquet", synthetic_rows(chunk_ctxs=()))
     [(_, secs2, _)] = _cm(no_chunks).attention_parts(chunk)
     assert secs2 == pytest.approx(_truth(fl, by), rel=0.3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(1.0, 1e6), min_size=2, max_size=8, unique=True),
+       st.lists(st.floats(1e-7, 1e-1), min_size=8, max_size=8), st.floats(0.0, 1.0))
+def test_curve_never_overshoots_its_neighbours(xs, ts, frac):
+    """Inside the range a query lies between the two measurements that bracket it (log-log interpolation
+    is monotone between points), and at a measured x it returns that measurement."""
+    xs = sorted(xs)
+    pts = {1.0: {x: (t, (0.0, 0.0, 1.0)) for x, t in zip(xs, ts)}}
+    c = _Curve(pts)
+    x = math.exp(math.log(xs[0]) + frac * (math.log(xs[-1]) - math.log(xs[0])))
+    got = c.query(1.0, x)
+    assert got is not None
+    j = max(i for i, xi in enumerate(xs) if xi <= x * (1 + 1e-12))
+    lo, hi = sorted((ts[j], ts[min(j + 1, len(xs) - 1)]))
+    assert lo * (1 - 1e-9) <= got[0] <= hi * (1 + 1e-9)
+    for xi, ti in zip(xs, ts):
+        assert c.query(1.0, xi) == (pytest.approx(ti), True)
