@@ -161,6 +161,7 @@ def test_compare_page_runs_each_config_on_the_same_workload():
     got = [json.loads(k) for k in keys.values()]
     assert got == [json.loads(a.model_dump_json()), json.loads(b.model_dump_json())]
     table = at.dataframe[0].value
+    assert [c[:2] for c in table.columns] == ["A:", "B:"] and "sarathi/512" in table.columns[1]
     for col, cfg in zip(table.columns, (a, b)):
         expected = dict((label, text) for label, text, _ in render.kpis(simulate(cfg).summary))
         assert table[col].to_dict() == expected

@@ -250,7 +250,8 @@ def pareto_front(df: pd.DataFrame, x: str, y: str, minimize_x: bool = True, maxi
 
 
 def pareto_chart(df: pd.DataFrame, x: str, y: str, label: str | None = None, x_title: str | None = None,
-                 y_title: str | None = None, minimize_x: bool = True, maximize_y: bool = True) -> go.Figure:
+                 y_title: str | None = None, minimize_x: bool = True, maximize_y: bool = True,
+                 title: str = "Planner candidates and Pareto front") -> go.Figure:
     """Scatter of planner candidates; Pareto-optimal ones highlighted and joined by the frontier line."""
     fig = go.Figure()
     ok = df[df[x].notna() & df[y].notna()]
@@ -264,7 +265,7 @@ def pareto_chart(df: pd.DataFrame, x: str, y: str, label: str | None = None, x_t
                              marker=dict(color="#EF553B", size=11), line=dict(color="#EF553B", shape="hv")))
     fig.update_xaxes(title_text=x_title or x)
     fig.update_yaxes(title_text=y_title or y)
-    return _layout(fig, "Planner candidates and Pareto front")
+    return _layout(fig, title)
 
 
 def measured_vs_modelled(df: pd.DataFrame, measured: str = "measured_s", modelled: str = "modelled_s",
@@ -285,8 +286,8 @@ def measured_vs_modelled(df: pd.DataFrame, measured: str = "measured_s", modelle
         hi = float(max(d[measured].max(), d[modelled].max())) * 1e3
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
                                  line=dict(color="black", dash="dash")))
-    fig.update_xaxes(type="log", title_text="measured (ms)")
-    fig.update_yaxes(type="log", title_text="modelled (ms)")
+    fig.update_xaxes(type="log", dtick=1, title_text="measured (ms)")
+    fig.update_yaxes(type="log", dtick=1, title_text="modelled (ms)")
     return _layout(fig, "Modelled vs measured operator time", height=450)
 
 

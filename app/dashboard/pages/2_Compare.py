@@ -50,7 +50,7 @@ if run and not errors:
         except UserError as exc:
             st.error(f"{LETTERS[i]}: {forms.user_message(exc, uploads)}")
             continue
-        configs[f"{LETTERS[i]}: {render.short_label(cfg)}"] = cfg
+        configs[LETTERS[i]] = cfg
     if len(configs) == num:
         cancel_slot, bar = st.empty(), st.progress(0.0, text="starting…")
         cancel_slot.button("Cancel", key="cmp_cancel")
@@ -58,11 +58,11 @@ if run and not errors:
         try:
             for j, (label, cfg) in enumerate(configs.items()):
                 def show(f: float, text: str, j: int = j, label: str = label) -> None:
-                    bar.progress((j + f) / len(configs), text=f"{label[:1]} ({j + 1}/{len(configs)}): {text}")
+                    bar.progress((j + f) / len(configs), text=f"{label} ({j + 1}/{len(configs)}): {text}")
                 runs.simulate_with_progress(cfg, show)
                 keys[label] = runs.config_key(cfg)
         except UserError as exc:
-            st.error(f"{label[:1]}: {forms.user_message(exc, uploads)}")
+            st.error(f"{label}: {forms.user_message(exc, uploads)}")
         except runs.Cancelled:
             st.warning("Comparison cancelled.")
         else:
@@ -80,7 +80,9 @@ if not keys:
 else:
     results = {label: runs.cached_simulation(k) for label, k in keys.items()}
     summaries = {label: r.summary for label, r in results.items()}
-    st.dataframe(render.kpi_table(summaries), key="cmp.kpis")
+    table = render.kpi_table(summaries)
+    table.columns = [f"{label}: {render.short_label(results[label].config)}" for label in table.columns]
+    st.dataframe(table, key="cmp.kpis", height=36 * (len(table) + 1) + 3)
     st.plotly_chart(F.kpi_bars(summaries, render.COMPARE_METRICS), key="cmp.bars")
     slo = next(iter(results.values())).config.slo
     st.plotly_chart(F.latency_cdfs({k: r.requests for k, r in results.items()},

@@ -106,19 +106,25 @@ else:
             st.switch_page("pages/1_Simulate.py")
     rows = pd.DataFrame(table_rows(res))
     st.subheader(f"Ranked configurations ({len(rows)})")
-    st.dataframe(rows, hide_index=True, key="plan.table")
+    q = f"p{res.plan.base.slo.percentile:g}"
+    fmt = {"max QPS": "%.1f", "QPS/GPU": "%.2f", "$/h": "%.2f", "$/Mtok": "%.4f", f"{q} TTFT s": "%.3f",
+           f"{q} TPOT s": "%.4f", "KV headroom": "%.2f"}
+    st.dataframe(rows, hide_index=True, key="plan.table",
+                 column_config={c: st.column_config.NumberColumn(format=f) for c, f in fmt.items() if c in rows})
     if len(rows):
         left, right = st.columns(2)
         with left:
             st.plotly_chart(pareto_figure(res), key="plan.pareto")
         with right:
             st.plotly_chart(F.pareto_chart(rows, "$/Mtok", "QPS/GPU", label="layout", x_title="$ per M output tokens",
-                                           y_title="sustainable req/s per GPU"), key="plan.deployments")
+                                           y_title="sustainable req/s per GPU",
+                                           title="Ranked deployments: cost vs capacity per GPU"),
+                            key="plan.deployments")
     if res.pruned:
         st.subheader("Pruned")
         st.dataframe(pd.DataFrame([{"reason": k, "count": v, "example": res.pruned_examples.get(k, "")}
                                    for k, v in res.pruned.items()]), hide_index=True, key="plan.pruned")
     for note in res.notes:
-        st.caption(note)
+        (st.warning if "MISSES" in note else st.caption)(note)
     st.caption(f"{res.num_candidates} candidates, {len(res.outcomes)} simulated, "
                f"{sum(len(o.capacity.probes) for o in res.outcomes)} probes in {res.wall_s:.1f} s")

@@ -2,16 +2,19 @@
 `llmsim validate` reports."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 import streamlit.components.v1 as components
 
 from app.dashboard import figures as F
 from app.dashboard import forms, render, profiles
 from hwmodels.errors import UserError
-from hwmodels.hardware import get_gpu, list_gpus
+from hwmodels.hardware import get_gpu, list_gpus, load_gpu_file
 from hwmodels.profiled import fit_report, read_profile
 
 render.page_setup("Validate")
+SPEC_FILE = "device spec YAML…"
 st.title("Validate / profiles")
 uploads = st.session_state.get("__uploads__")
 prof_tab, report_tab = st.tabs(["Profile table", "Validate report"])
@@ -22,6 +25,7 @@ with prof_tab:
     up = st.file_uploader("Profile table (parquet)", type=["parquet"], key="val.profile_upload")
     path = forms._stored(up) if up is not None else st.text_input("…or its path on the server",
                                                                     key="val.profile_path")
+    cmp = None
     if path:
         try:
             table, meta = read_profile(path)
@@ -31,14 +35,27 @@ with prof_tab:
             devices = sorted(table["device"].unique())
             c1, c2, c3 = st.columns(3)
             device = c1.selectbox("Measured device", devices, key="val.device")
-            gpus = [g.name for g in list_gpus()]
+            gpus = [g.name for g in list_gpus()] + [SPEC_FILE]
             guess = profiles.guess_gpu(device)
-            gpu = c2.selectbox("Model it as", gpus, key="val.gpu", index=gpus.index(guess) if guess in gpus else 0,
-                               help="catalog accelerator whose datasheet roofline is compared")
+            gpu = c2.selectbox("Model it as", gpus, key="val.gpu",
+                               index=gpus.index(guess) if guess in gpus else (len(gpus) - 1 if "cpu" in device else 0),
+                               help="accelerator whose datasheet roofline is compared: a catalog entry, or the "
+                                    "device spec YAML `llmsim validate`/`profile` measured (e.g. cpu.yaml)")
             ops = sorted(table["op"].unique())
             chosen = c3.multiselect("Operators", ops, default=ops, key="val.ops")
             rows = table[(table["device"] == device) & table["op"].isin(chosen)]
-            cmp = profiles.compare_to_roofline(rows, get_gpu(gpu))
+            spec = None
+            if gpu == SPEC_FILE:
+                spec_up = st.file_uploader("Device spec (YAML)", type=["yaml", "yml"], key="val.spec_upload")
+                spec_path = forms._stored(spec_up) if spec_up is not None else st.text_input(
+                    "…or its path", value=str(Path(path).parent / "cpu.yaml"), key="val.spec_path")
+                try:
+                    spec = load_gpu_file(spec_path)
+                    gpu = spec.name
+                except UserError as exc:
+                    st.error(forms.user_message(exc, st.session_state.get("__uploads__")))
+            cmp = profiles.compare_to_roofline(rows, spec or get_gpu(gpu)) if gpu != SPEC_FILE else None
+        if path and cmp is not None:
             st.caption(f"{len(rows):,} measurements of {device}"
                        + (f" · {len(meta)} profiling run(s)" if meta else ""))
             st.plotly_chart(F.measured_vs_modelled(cmp, label="shape", colour_by="op"), key="val.scatter")
