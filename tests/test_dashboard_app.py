@@ -456,3 +456,33 @@ def test_dashboard_command_line():
         streamlit_command(70000, "127.0.0.1", True)
     with pytest.raises(UserError, match="--config = nope.yaml: file not found"):
         streamlit_command(8600, "127.0.0.1", True, Path("nope.yaml"))
+
+
+@pytest.mark.parametrize("widgets, sections", [
+    ({"sim.scheduler": "sarathi", "sim.sarathi.chunk_size": 256},
+     {"scheduler": {"kind": "sarathi", "chunk_size": 256}}),
+    ({"sim.scheduler": "splitfuse"}, {"scheduler": {"kind": "splitfuse", "chunk_size": 512}}),
+    ({"sim.scheduler": "orca", "sim.orca.max_batch_size": 32}, {"scheduler": {"kind": "orca", "max_batch_size": 32}}),
+    ({"sim.scheduler": "static"}, {"scheduler": {"kind": "static", "max_batch_size": 256}}),
+    ({"sim.vllm.preemption": "swap", "sim.pp": 2, "sim.replicas": 2, "sim.router": "least_kv"},
+     {"scheduler": {"kind": "vllm", "preemption": "swap"}, "parallel": {"pp": 2, "replicas": 2},
+      "router": {"kind": "least_kv"}}),
+    ({"sim.kv_kind": "contiguous", "sim.weight_dtype": "fp8", "sim.kv_dtype": "fp8"},
+     {"kv_cache": {"kind": "contiguous"}, "quant": {"weight_dtype": "fp8", "kv_dtype": "fp8"}}),
+    ({"sim.prefix_caching": True, "sim.block_size": 32, "sim.gpu": "a100-80gb"},
+     {"kv_cache": {"prefix_caching": True, "block_size": 32}, "hardware": {"gpu": "a100-80gb"}}),
+])
+def test_every_form_knob_reaches_the_config(widgets, sections):
+    at = _page("pages/1_Simulate.py")
+    at.number_input(key="sim.num_requests").set_value(N)
+    for key, value in widgets.items():
+        at.run()  # knobs of a newly chosen scheduler appear after a rerun
+        el = at.get_by_key(key)
+        el.check() if value is True else el.set_value(value)
+    at.run()
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    expected = _expected_config(**sections)
+    assert json.loads(at.session_state["sim.result_key"]) == json.loads(expected.model_dump_json())
+    _check_kpis(at, simulate(expected).summary)

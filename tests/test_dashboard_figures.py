@@ -151,3 +151,14 @@ def test_error_bars_colour_by_tolerance():
     assert list(fig.data[0].x) == ["a", "b"]
     assert list(fig.data[0].y) == pytest.approx([5.0, -20.0])
     assert list(fig.data[0].marker.color) == ["#00CC96", "#EF553B"]
+
+
+def test_every_builder_accepts_empty_frames():
+    """No steps recorded (simulation.record_steps = false) and no finished request must not crash a page."""
+    reqs, steps = _requests().iloc[:0], _steps().iloc[:0]
+    for fig in (F.latency_cdfs({"run": reqs}), F.throughput_and_queue({"run": steps}), F.kv_usage({"run": steps}),
+                F.batch_composition(steps), F.request_timeline(reqs), F.operator_breakdown([]),
+                F.pareto_chart(pd.DataFrame({"x": [], "y": []}), "x", "y"),
+                F.measured_vs_modelled(pd.DataFrame({"op": [], "measured_s": [], "modelled_s": []})),
+                F.error_bars(pd.DataFrame({"metric": [], "error": []}))):
+        assert isinstance(fig, go.Figure)
