@@ -104,28 +104,27 @@ def paged_decode_attention_cpu(q: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     """Decode attention on CPU: o[B, Hq, D] for q[B, Hq, D] over a paged cache [NB, bs, Hkv, D].
 
     Same contract as `profiler.kernels.attention.paged_decode_attention` (block_table [B, W], context
-    lengths [B] including the current token). One gather of every sequence's context, then per
-    sequence two batched GEMMs over its KV heads and a softmax (GQA: the G query heads of a KV head
-    share its K and V).
+    lengths [B] including the current token). Per sequence: gather its pages, then two batched GEMMs
+    over its KV heads and a softmax (GQA: the G query heads of a KV head share its K and V). Gathering
+    per sequence keeps each temporary small (one gather of a whole batch's context is several MB, whose
+    cost on this CPU jumps and varies with cache and allocator state).
     NOTE: a padded batched call is faster at uniform lengths but costs B·max(context), which no
     aggregate shape (Σ context, num_seqs) predicts for ragged serving batches; this costs a
     per-sequence constant plus work proportional to Σ context.
     """
-    b, width = block_table.shape
+    b = block_table.shape[0]
     bs, hkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
     group = q.shape[1] // hkv
-    lens = context_lens.long()
-    every = (block_table.long()[:, :, None] * bs + torch.arange(bs, device=q.device)).view(b, width * bs)
-    slots = every[torch.arange(width * bs, device=q.device)[None, :] < lens[:, None]]
-    k = k_cache.view(-1, hkv, d)[slots].permute(1, 2, 0)  # [Hkv, D, Σctx]
-    v = v_cache.view(-1, hkv, d)[slots].transpose(0, 1)  # [Hkv, Σctx, D]
+    table = block_table.long()
     qs = (q * (1.0 / math.sqrt(d))).view(b, hkv, group, d)
     out = torch.empty(b, hkv, group, d, dtype=q.dtype, device=q.device)
-    o0 = 0
-    for i, length in enumerate(lens.tolist()):  # per sequence: [Hkv, G, D] @ [Hkv, D, L] -> softmax -> @ V
-        p = torch.softmax(torch.bmm(qs[i], k[:, :, o0:o0 + length]), dim=-1)
-        torch.bmm(p, v[:, o0:o0 + length], out=out[i])
-        o0 += length
+    for i, length in enumerate(context_lens.tolist()):
+        # per sequence: gather its pages (small, stays in cache), [Hkv, G, D] @ [Hkv, D, L] -> softmax -> @ V
+        pages = table[i, :-(-length // bs)]
+        k = k_cache[pages].view(-1, hkv, d)[:length]
+        v = v_cache[pages].view(-1, hkv, d)[:length]
+        p = torch.softmax(torch.bmm(qs[i], k.permute(1, 2, 0)), dim=-1)
+        torch.bmm(p, v.transpose(0, 1), out=out[i])
     return out.view(b, hkv * group, d)
 
 

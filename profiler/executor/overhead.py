@@ -73,7 +73,14 @@ class OverheadFit:
 
 
 def fit_overhead(rows: list[tuple[int, int, float]]) -> OverheadFit:
-    """Non-negative least squares in relative error over (num_seqs, num_tokens, seconds) rows."""
+    """Non-negative least squares in relative error over (num_seqs, num_tokens, seconds) rows.
+
+    Rows at or below 0 s (an in-situ glue estimate that noise drove to 0) carry no relative information
+    and are left out; no rows at all gives a zero fit.
+    """
+    rows = [r for r in rows if r[2] > 0]
+    if not rows:
+        return OverheadFit(0.0, 0.0, 0.0)
     a = np.array([[1.0, s, t] for s, t, _ in rows])
     y = np.array([sec for _, _, sec in rows])
     w = a / y[:, None]
