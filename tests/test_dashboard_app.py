@@ -486,3 +486,24 @@ def test_every_form_knob_reaches_the_config(widgets, sections):
     expected = _expected_config(**sections)
     assert json.loads(at.session_state["sim.result_key"]) == json.loads(expected.model_dump_json())
     _check_kpis(at, simulate(expected).summary)
+
+
+def test_compare_takes_configuration_a_from_the_last_simulate_run():
+    at = _page("pages/1_Simulate.py")
+    at.number_input(key="sim.num_requests").set_value(N)
+    at.number_input(key="sim.tp").set_value(2)
+    at.selectbox(key="sim.scheduler").set_value("splitfuse")
+    at.button(key="sim_run").click()
+    at.run()
+    sim_key = at.session_state["sim.result_key"]
+    at.switch_page("pages/2_Compare.py")
+    at.run()
+    at.button(key="cmp_from_sim").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="cmp0.tp").value == 2 and at.selectbox(key="cmp0.scheduler").value == "splitfuse"
+    assert at.number_input(key="cmp.num_requests").value == N
+    at.button(key="cmp_run").click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    assert list(at.session_state["cmp.result_keys"].values())[0] == sim_key

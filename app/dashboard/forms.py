@@ -103,7 +103,7 @@ def build_config(sections: Mapping[str, Any], base: Mapping[str, Any] | None = N
     return validate_config(overlay(base or default_base(), sections), "dashboard form")
 
 
-def _opt_index(options: tuple[str, ...] | list[str], value: Any, default: int = 0) -> int:
+def opt_index(options: tuple[str, ...] | list[str], value: Any, default: int = 0) -> int:
     return list(options).index(value) if value in options else default
 
 
@@ -111,7 +111,7 @@ def _uploads() -> dict[str, str]:
     return st.session_state.setdefault("__uploads__", {})
 
 
-def _stored(upload: Any) -> str:
+def store_upload(upload: Any) -> str:
     path = str(save_upload(upload.name, upload.getvalue()))
     _uploads()[path] = upload.name
     return path
@@ -134,20 +134,20 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
     out: dict[str, Any] = {}
 
     choice = c.selectbox("Model", models + [UPLOAD_MODEL], key=k("model"),
-                         index=len(models) if mb.get("hf_config") else _opt_index(models, mb.get("name")))
+                         index=len(models) if mb.get("hf_config") else opt_index(models, mb.get("name")))
     if choice == UPLOAD_MODEL:
         up = c.file_uploader("Hugging Face config.json", type=["json"], key=k("hf_upload"))
         if up is not None:
             stem = Path(up.name).stem
             label = c.text_input("Name it", value=stem if stem != "config" else "hf-model", key=k("hf_name"))
-            out["model"] = {"name": label or "hf-model", "hf_config": _stored(up)}
+            out["model"] = {"name": label or "hf-model", "hf_config": store_upload(up)}
         elif mb.get("hf_config"):
             out["model"] = {"name": mb.get("name"), "hf_config": mb["hf_config"]}
         else:
             errors.append("model: upload a Hugging Face config.json or pick a catalog model")
     else:
         out["model"] = {"name": choice, "hf_config": None}
-    gpu = c.selectbox("Accelerator", gpus, key=k("gpu"), index=_opt_index(gpus, hb.get("gpu")))
+    gpu = c.selectbox("Accelerator", gpus, key=k("gpu"), index=opt_index(gpus, hb.get("gpu")))
     out["hardware"] = {"gpu": gpu}
 
     c1, c2, c3 = c.columns(3)
@@ -159,15 +159,15 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
     }
     c1, c2, c3 = c.columns(3)
     wd = c2.selectbox("Weights", WEIGHT_DTYPES, key=k("weight_dtype"),
-                      index=_opt_index(WEIGHT_DTYPES, qb.get("weight_dtype")))
-    kd = c3.selectbox("KV cache", KV_DTYPES, key=k("kv_dtype"), index=_opt_index(KV_DTYPES, qb.get("kv_dtype")))
-    out["quant"] = {"dtype": c1.selectbox("Dtype", DTYPES, key=k("dtype"), index=_opt_index(DTYPES, qb.get("dtype"))),
+                      index=opt_index(WEIGHT_DTYPES, qb.get("weight_dtype")))
+    kd = c3.selectbox("KV cache", KV_DTYPES, key=k("kv_dtype"), index=opt_index(KV_DTYPES, qb.get("kv_dtype")))
+    out["quant"] = {"dtype": c1.selectbox("Dtype", DTYPES, key=k("dtype"), index=opt_index(DTYPES, qb.get("dtype"))),
                     "weight_dtype": None if wd == WEIGHT_DTYPES[0] else wd,
                     "kv_dtype": None if kd == KV_DTYPES[0] else kd}
     if out["quant"]["weight_dtype"] in ("int4", "int8") and qb.get("weight_method", "none") == "none":
         out["quant"]["weight_method"] = "awq" if out["quant"]["weight_dtype"] == "int4" else "gptq"
 
-    kind = c.selectbox("Scheduler", SCHEDULERS, key=k("scheduler"), index=_opt_index(SCHEDULERS, sb.get("kind")))
+    kind = c.selectbox("Scheduler", SCHEDULERS, key=k("scheduler"), index=opt_index(SCHEDULERS, sb.get("kind")))
     same = sb.get("kind") == kind
     c1, c2 = c.columns(2)
     sched: dict[str, Any] = {
@@ -187,12 +187,12 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
     if kind == "vllm":
         opts = ("recompute", "swap")
         sched["preemption"] = c.selectbox("Preemption", opts, key=k("vllm.preemption"),
-                                          index=_opt_index(opts, sb.get("preemption")))
+                                          index=opt_index(opts, sb.get("preemption")))
     out["scheduler"] = sched
 
     with c.expander("KV cache, router, cost model"):
         kinds = ("paged", "contiguous")
-        kv_kind = st.selectbox("KV manager", kinds, key=k("kv_kind"), index=_opt_index(kinds, kb.get("kind")))
+        kv_kind = st.selectbox("KV manager", kinds, key=k("kv_kind"), index=opt_index(kinds, kb.get("kind")))
         c1, c2 = st.columns(2)
         kv: dict[str, Any] = {
             "kind": kv_kind,
@@ -207,14 +207,14 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
                                                key=k("prefix_caching"))
         out["kv_cache"] = kv
         out["router"] = {"kind": st.selectbox("Router", ROUTERS, key=k("router"),
-                                              index=_opt_index(ROUTERS, base["router"].get("kind")))}
+                                              index=opt_index(ROUTERS, base["router"].get("kind")))}
         cm = base.get("cost_model", {"kind": "roofline"})
         cm_kind = st.radio("Cost model", ("roofline", "profiled"), horizontal=True, key=k("cost_kind"),
                            index=1 if cm.get("kind") == "profiled" else 0)
         if cm_kind == "profiled":
             up = st.file_uploader("Profile table (parquet from `llmsim profile`)", type=["parquet"],
                                   key=k("profile_upload"))
-            path = _stored(up) if up is not None else st.text_input(
+            path = store_upload(up) if up is not None else st.text_input(
                 "…or its path", value=cm.get("profile", ""), key=k("profile_path"))
             out["cost_model"] = {"kind": "profiled", "profile": path}
         else:
@@ -226,7 +226,7 @@ def _length_widgets(prefix: str, label: str, dist: Mapping[str, Any], container:
     k = lambda name: f"{prefix}.{label}.{name}"  # noqa: E731
     c = container
     kind = c.selectbox(f"{label.capitalize()} length", LENGTH_KINDS, key=k("kind"),
-                       index=_opt_index(LENGTH_KINDS, dist.get("kind"), 2))
+                       index=opt_index(LENGTH_KINDS, dist.get("kind"), 2))
     same = dist.get("kind") == kind
     get = lambda f, d: dist.get(f, d) if same else d  # noqa: E731
     typical = 512 if label == "input" else 128
@@ -261,7 +261,7 @@ def workload_form(prefix: str, base: Mapping[str, Any], errors: list[str], conta
     else:
         up = c.file_uploader("Trace file (Azure CSV, Mooncake JSONL, length-only CSV, plain CSV/JSONL)",
                              type=["csv", "jsonl", "json", "txt"], key=k("trace_upload"))
-        path = _stored(up) if up is not None else c.text_input("…or a trace path on the server",
+        path = store_upload(up) if up is not None else c.text_input("…or a trace path on the server",
                                                                 value=wb.get("path", ""), key=k("trace_path"))
         if not path:
             errors.append("workload.path: upload a trace file or give its path")
@@ -270,13 +270,13 @@ def workload_form(prefix: str, base: Mapping[str, Any], errors: list[str], conta
                                key=k("trace_n")))
         wl = {"kind": "trace", "path": path,
               "format": b.selectbox("Format", TRACE_FORMATS, key=k("trace_format"),
-                                    index=_opt_index(TRACE_FORMATS, wb.get("format"))),
+                                    index=opt_index(TRACE_FORMATS, wb.get("format"))),
               "num_requests": n or None,
               "rate_scale": float(c.number_input("Rate scale (×, speeds up timestamps)", min_value=0.001,
                                                  value=float(wb.get("rate_scale", 1.0)), key=k("rate_scale")))}
     a, b = c.columns(2)
     process = a.selectbox("Arrivals" + (" (length-only traces)" if source == "trace" else ""), ARRIVALS,
-                          key=k("process"), index=_opt_index(ARRIVALS, arrival.get("process")))
+                          key=k("process"), index=opt_index(ARRIVALS, arrival.get("process")))
     rate = arrival.get("rate_per_s", 10.0)
     arr: dict[str, Any] = {"process": process}
     if process != "burst":

@@ -1,6 +1,8 @@
 """Compare: two or more configurations on the same workload and SLOs, charts overlaid."""
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 from app.dashboard import figures as F
@@ -22,6 +24,14 @@ uploads = st.session_state.get("__uploads__")
 
 with st.sidebar:
     num = int(st.number_input("Configurations", min_value=2, max_value=len(VARIANTS), value=2, key="cmp.num"))
+    last_sim = st.session_state.get("sim.result_key")
+    if last_sim and st.button("A ← the last Simulate run", key="cmp_from_sim",
+                              help="copy the configuration (and its workload and SLOs) of the Simulate page's last run"):
+        data = json.loads(last_sim)
+        forms.load_into("cmp0", data)
+        forms.load_into(P, data)
+        st.session_state["cmp.num"] = num
+        st.rerun()
     shared: dict = {}
     st.subheader("Workload (shared)")
     shared.update(forms.workload_form(P, base, errors))

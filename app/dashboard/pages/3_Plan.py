@@ -21,7 +21,7 @@ uploads = st.session_state.get("__uploads__")
 
 with st.sidebar:
     models = [m.name for m in list_models()]
-    model = st.selectbox("Model", models, key="plan.model", index=forms._opt_index(models, base["model"]["name"]))
+    model = st.selectbox("Model", models, key="plan.model", index=forms.opt_index(models, base["model"]["name"]))
     gpus_all = [g.name for g in list_gpus()]
     gpus = st.multiselect("Accelerators", gpus_all, default=[base["hardware"]["gpu"]], key="plan.gpus")
     tps = st.multiselect("TP degrees", [1, 2, 4, 8], default=[1, 2], key="plan.tps")

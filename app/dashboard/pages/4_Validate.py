@@ -23,7 +23,7 @@ with prof_tab:
     st.markdown("Operator times measured by `llmsim profile` against the datasheet roofline the simulator "
                 "uses without a profile, and the held-out error of the profile-calibrated model.")
     up = st.file_uploader("Profile table (parquet)", type=["parquet"], key="val.profile_upload")
-    path = forms._stored(up) if up is not None else st.text_input("…or its path on the server",
+    path = forms.store_upload(up) if up is not None else st.text_input("…or its path on the server",
                                                                     key="val.profile_path")
     cmp = None
     if path:
@@ -47,7 +47,7 @@ with prof_tab:
             spec = None
             if gpu == SPEC_FILE:
                 spec_up = st.file_uploader("Device spec (YAML)", type=["yaml", "yml"], key="val.spec_upload")
-                spec_path = forms._stored(spec_up) if spec_up is not None else st.text_input(
+                spec_path = forms.store_upload(spec_up) if spec_up is not None else st.text_input(
                     "…or its path", value=str(Path(path).parent / "cpu.yaml"), key="val.spec_path")
                 try:
                     spec = load_gpu_file(spec_path)
