@@ -2,14 +2,14 @@
 
 Inside the measured range an operator's time is interpolated between table rows (log time linear in
 log work, e.g. GEMM seconds vs tokens for one weight shape; decode attention vs KV entries read, then
-between batch sizes); an exact hit is 'measured'. Outside it, or for a shape the table lacks, a
-roofline `launch + max(FLOPs/F, bytes/B)` whose F, B and launch are fitted on that table's rows of
-the same family is used ('fitted'); collectives use an alpha-beta line fitted per (collective,
-world size). Operators the table has no family for at all (embedding, sampling, MoE experts, an
-unprofiled dtype) fall back to the datasheet RooflineCostModel ('roofline' / 'alpha-beta').
-Attention is its prefill part (by sequences and query-key pairs) plus its decode part (by sequences
-and KV entries read); beyond the attention grid an additive fit (per-call + per-sequence + FLOP +
-byte terms) on all attention rows supplies the trend.
+between batch sizes); an exact hit is 'measured'. Outside the range, or for a shape the table lacks,
+a model fitted on that table's rows of the same family supplies the trend ('fitted'): a roofline
+`launch + max(FLOPs/F, bytes/B)` for GEMMs and elementwise ops, an additive `c0 + c1·seqs + c2·FLOPs
++ c3·bytes` for attention (per kind: decode, whole prompts, chunks on cached context) and an
+alpha-beta line per (collective, world size); when the shape's own curve exists the fit is scaled to
+its nearest measurement. Operators the table has no rows for at all (embedding, sampling, MoE
+experts, an unprofiled world size) fall back to the datasheet RooflineCostModel ('roofline' /
+'alpha-beta'). Attention is priced as its prefill part plus its decode part (BatchShape splits them).
 
 The table schema lives here (hwmodels reads it with pandas/pyarrow; profiler/ writes it).
 """
