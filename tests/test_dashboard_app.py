@@ -469,6 +469,8 @@ def test_dashboard_command_line():
       "router": {"kind": "least_kv"}}),
     ({"sim.kv_kind": "contiguous", "sim.weight_dtype": "fp8", "sim.kv_dtype": "fp8"},
      {"kv_cache": {"kind": "contiguous"}, "quant": {"weight_dtype": "fp8", "kv_dtype": "fp8"}}),
+    ({"sim.weight_dtype": "int4", "sim.weight_method": "awq", "sim.dtype": "fp16"},
+     {"quant": {"weight_dtype": "int4", "weight_method": "awq", "dtype": "fp16"}}),
     ({"sim.prefix_caching": True, "sim.block_size": 32, "sim.gpu": "a100-80gb"},
      {"kv_cache": {"prefix_caching": True, "block_size": 32}, "hardware": {"gpu": "a100-80gb"}}),
 ])

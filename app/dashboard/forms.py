@@ -164,8 +164,6 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
     out["quant"] = {"dtype": c1.selectbox("Dtype", DTYPES, key=k("dtype"), index=opt_index(DTYPES, qb.get("dtype"))),
                     "weight_dtype": None if wd == WEIGHT_DTYPES[0] else wd,
                     "kv_dtype": None if kd == KV_DTYPES[0] else kd}
-    if out["quant"]["weight_dtype"] in ("int4", "int8") and qb.get("weight_method", "none") == "none":
-        out["quant"]["weight_method"] = "awq" if out["quant"]["weight_dtype"] == "int4" else "gptq"
 
     kind = c.selectbox("Scheduler", SCHEDULERS, key=k("scheduler"), index=opt_index(SCHEDULERS, sb.get("kind")))
     same = sb.get("kind") == kind
@@ -206,6 +204,12 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
             kv["prefix_caching"] = st.checkbox("Prefix caching", value=bool(kb.get("prefix_caching", False)),
                                                key=k("prefix_caching"))
         out["kv_cache"] = kv
+        methods = ("none", "gptq", "awq")
+        out["quant"]["weight_method"] = st.selectbox(
+            "Weight quantization method", methods, key=k("weight_method"),
+            index=opt_index(methods, qb.get("weight_method")),
+            help="none: weights run at their dtype (fp8/int8: W8A8 tensor cores); gptq/awq: weight-only, "
+                 "dequantised to the compute dtype inside the GEMM")
         out["router"] = {"kind": st.selectbox("Router", ROUTERS, key=k("router"),
                                               index=opt_index(ROUTERS, base["router"].get("kind")))}
         cm = base.get("cost_model", {"kind": "roofline"})
