@@ -463,7 +463,7 @@ def test_dashboard_command_line():
      {"scheduler": {"kind": "sarathi", "chunk_size": 256}}),
     ({"sim.scheduler": "splitfuse"}, {"scheduler": {"kind": "splitfuse", "chunk_size": 512}}),
     ({"sim.scheduler": "orca", "sim.orca.max_batch_size": 32}, {"scheduler": {"kind": "orca", "max_batch_size": 32}}),
-    ({"sim.scheduler": "static"}, {"scheduler": {"kind": "static", "max_batch_size": 256}}),
+    ({"sim.scheduler": "static"}, {"scheduler": {"kind": "static"}}),  # the library's defaults for static
     ({"sim.vllm.preemption": "swap", "sim.pp": 2, "sim.replicas": 2, "sim.router": "least_kv"},
      {"scheduler": {"kind": "vllm", "preemption": "swap"}, "parallel": {"pp": 2, "replicas": 2},
       "router": {"kind": "least_kv"}}),

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import streamlit as st
+from pydantic import TypeAdapter
 
 from hwmodels.errors import UserError
 from hwmodels.hardware import list_gpus
 from hwmodels.models import list_models
+from policies.config import SchedulerConfig
 from simulator.config import Config, validate_config
 
 SCHEDULERS = ("vllm", "sarathi", "splitfuse", "orca", "static")
-CHUNKED = ("sarathi", "splitfuse")
 ROUTERS = ("round_robin", "least_outstanding", "least_kv", "power_of_two")
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
 WEIGHT_DTYPES = ("same as dtype", "bf16", "fp16", "fp8", "int8", "int4")
@@ -103,6 +104,11 @@ def build_config(sections: Mapping[str, Any], base: Mapping[str, Any] | None = N
     return validate_config(overlay(base or default_base(), sections), "dashboard form")
 
 
+def scheduler_defaults(kind: str) -> dict[str, Any]:
+    """The library's default knobs of one scheduler kind (policies.config)."""
+    return TypeAdapter(SchedulerConfig).validate_python({"kind": kind}).model_dump(mode="json")
+
+
 def opt_index(options: tuple[str, ...] | list[str], value: Any, default: int = 0) -> int:
     return list(options).index(value) if value in options else default
 
@@ -166,26 +172,24 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
                     "kv_dtype": None if kd == KV_DTYPES[0] else kd}
 
     kind = c.selectbox("Scheduler", SCHEDULERS, key=k("scheduler"), index=opt_index(SCHEDULERS, sb.get("kind")))
-    same = sb.get("kind") == kind
+    # Knobs start from the base's values for its own kind, else from the library's defaults for this kind.
+    sd = {**scheduler_defaults(kind), **(sb if sb.get("kind") == kind else {})}
     c1, c2 = c.columns(2)
     sched: dict[str, Any] = {
         "kind": kind,
-        "max_batch_size": int(c1.number_input("Max batch size", min_value=1, max_value=4096,
-                                              value=int(sb.get("max_batch_size", 256) if same else 256),
-                                              key=k(f"{kind}.max_batch_size"))),
+        "max_batch_size": int(c1.number_input("Max batch size", min_value=1, max_value=1 << 16,
+                                              value=int(sd["max_batch_size"]), key=k(f"{kind}.max_batch_size"))),
         "max_num_batched_tokens": int(c2.number_input(
-            "Max batched tokens", min_value=1, max_value=1 << 20,
-            value=int(sb.get("max_num_batched_tokens", 8192) if same else 8192),
+            "Max batched tokens", min_value=1, max_value=1 << 24, value=int(sd["max_num_batched_tokens"]),
             key=k(f"{kind}.max_num_batched_tokens"))),
     }
-    if kind in CHUNKED:
-        sched["chunk_size"] = int(c.number_input("Chunk size (tokens per iteration)", min_value=1, max_value=1 << 20,
-                                                 value=int(sb.get("chunk_size", 512) if same else 512),
-                                                 key=k(f"{kind}.chunk_size")))
-    if kind == "vllm":
+    if "chunk_size" in sd:
+        sched["chunk_size"] = int(c.number_input("Chunk size (tokens per iteration)", min_value=1, max_value=1 << 24,
+                                                 value=int(sd["chunk_size"]), key=k(f"{kind}.chunk_size")))
+    if "preemption" in sd:
         opts = ("recompute", "swap")
-        sched["preemption"] = c.selectbox("Preemption", opts, key=k("vllm.preemption"),
-                                          index=opt_index(opts, sb.get("preemption")))
+        sched["preemption"] = c.selectbox("Preemption", opts, key=k(f"{kind}.preemption"),
+                                          index=opt_index(opts, sd["preemption"]))
     out["scheduler"] = sched
 
     with c.expander("KV cache, router, cost model"):
