@@ -1,12 +1,18 @@
 """`llmsim validate`: the real executor vs the simulator on the same config, device and request list.
 
-    profile this CPU (kernels + the executor's own glue, op by op)  ──►  ProfiledCostModel
-    build the workload once ──► serve it on the real executor (wall clock)   ─┐
+    profile this CPU, op by op ─────────────────────────────────────────►  ProfiledCostModel
+    build the workload once ──► serve it on the real executor (real time)   ─┐
                            └──► replay it in the simulator (calibrated cost) ─┴─► per-metric errors
 
-The cost model is calibrated only from op-level measurements (the profile table), never from the
-executor's serving timings. Errors are signed: simulated / measured − 1. The executor and the
-simulator build their ReplicaCore from the same config with the same policy factories.
+Profile (default "insitu"): every kernel of the executor timed where it runs, inside synthetic
+forward passes (profiler.executor.insitu), plus the pass glue around the kernels; "sweep" uses the
+`llmsim profile` kernel sweep instead. Either way the cost model is calibrated only from op-level
+measurements, never from the executor's serving timings. Errors are signed: simulated / measured − 1.
+The executor and the simulator build their ReplicaCore from the same config with the same factories.
+
+Clock: "wall" times the executor in real time (arrivals at their workload timestamps); on a shared
+machine other processes take the core away mid-pass, so "cpu" measures the executor thread's own CPU
+time (idle gaps jump to the next arrival) and profiles with the same clock; "auto" picks by load.
 """
 from __future__ import annotations
 
@@ -138,7 +144,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
             model = LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
             grid = {"grid": insitu_grid} if insitu_grid is not None else {}
             profile_insitu(model, profile, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
-                           min_time_s=0.03 if quick else 0.1, clock=clock, **grid)
+                           min_time_s=0.06 if quick else 0.2, clock=clock, **grid)
         else:
             say(f"profiling {spec.name} kernels on this CPU (llmsim profile sweep) -> {profile}")
             run_sweep(SweepConfig(model=spec, device="cpu", dtype=cfg.quant.dtype,
@@ -239,6 +245,23 @@ def check_executable(cfg: Config) -> None:
     _torch_dtype(q.dtype)
 
 
+BUSY_LOAD = 0.5  # 1-min load average above which another process holds a good part of a core
+
+
+def resolve_clock(clock: str, say: Callable[[str], None] = lambda s: None) -> str:
+    """'auto' -> 'wall' on a quiet machine, 'cpu' when the 1-min load average exceeds BUSY_LOAD (other
+    processes would take the core away mid-pass and stretch wall-clock passes the profile never saw)."""
+    if clock not in ("auto", "wall", "cpu"):
+        raise UserError(f"--clock = {clock!r}: allowed 'auto', 'wall' (real time) or 'cpu' (the executor's own "
+                        "thread CPU time)")
+    if clock != "auto":
+        return clock
+    load1 = os.getloadavg()[0]
+    chosen = "cpu" if load1 > BUSY_LOAD else "wall"
+    say(f"--clock auto: 1-min load average {load1:.2f} -> {chosen} clock")
+    return chosen
+
+
 def with_rate(cfg: Config, rate_per_s: float) -> Config:
     if cfg.workload.kind != "synthetic":
         raise UserError("--load: sets the arrival rate of a synthetic workload; this config replays a trace "
@@ -274,6 +297,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
 
     check_executable(cfg)
     loads = {"start": list(os.getloadavg())}
+    clock = resolve_clock(clock, say)
     wall: dict[str, float] = {}
     t0 = time.perf_counter()
     with torch_threads(threads):
@@ -313,8 +337,6 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
             f"{threads} thread{'s' if threads > 1 else ''}); arrivals in real time")
         model = LlamaModel(dims, seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
         core = make_core(cfg.scheduler, cfg.kv_cache, sc.num_kv_blocks, sc.max_model_len)
-        if clock not in ("wall", "cpu"):
-            raise UserError(f"--clock = {clock!r}: allowed 'wall' (real time) or 'cpu' (the executor's own CPU time)")
         ex = Executor(model, core, clock=WallClock() if clock == "wall" else CPUClock(), seed=cfg.simulation.seed)
         ex.warmup(((256, 0), (64, 0), (1, 128), (1, 16)))
         gc.collect()
@@ -500,8 +522,9 @@ def register(app: typer.Typer) -> None:
         profile_mode: str = typer.Option("insitu", "--profile-mode",
                                          help="insitu: kernels timed inside executor passes | sweep: `llmsim "
                                               "profile` kernel sweep (when no --profile is given)"),
-        clock: str = typer.Option("wall", help="executor clock: wall (real time) | cpu (its own thread CPU time: "
-                                               "a core of its own on a shared machine)"),
+        clock: str = typer.Option("auto", help="executor and profile clock: wall (real time) | cpu (the executor "
+                                               "thread's CPU time: a core of its own on a shared machine) | auto "
+                                               "(wall if the 1-min load average is <= 0.5, else cpu)"),
         as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     ) -> None:
         """Real executor vs simulator on the same config: per-metric errors, JSON, and an HTML report."""
@@ -557,8 +580,9 @@ def register(app: typer.Typer) -> None:
 
             c = Console()
             c.print(error_table(res))
-            c.print(f"report: {report}   json: {out / 'result.json'}   load average (1/5/15 min): "
-                    f"{res.load_avg}")
+            la = res.load_avg
+            c.print(f"clock: {res.clock}; load average (1 min) at start {la['start'][0]:.2f}, after the executor "
+                    f"{la['after_executor'][0]:.2f}; report: {report}; json: {out / 'result.json'}")
             if failed:
                 c.print(f"[red]errors above --max-error {max_error:.0%}: {', '.join(failed)}[/red]")
         if failed:
