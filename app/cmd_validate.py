@@ -493,10 +493,29 @@ def report_figure(res: ValidationResult):
 
 
 def write_report(res: ValidationResult, path: Path) -> Path:
+    """The figure as a standalone HTML page (plotly.js inlined: works offline), headed by the error table."""
     fig = report_figure(res)
-    rows = "".join(f"<tr><td>{k}</td><td>{'–' if v is None else f'{v:+.1%}'}</td></tr>" for k, v in res.errors.items())
-    head = (f"<h2>llmsim validate</h2><p>errors = simulated / measured − 1; profile {res.profile}; "
-            f"torch threads {res.threads}; load average {res.load_avg}</p><table border=1>{rows}</table>")
+    m, s = res.measured, res.simulated
+
+    def cell(summary, key):
+        metric, q = key.rsplit("_", 1) if key[-3:] in ("p50", "p90", "p99") else (key, "")
+        if q:
+            v = summary[f"{metric}_s"][q]
+            return "–" if v is None else f"{v * 1e3:,.2f} ms"
+        if key == "throughput":
+            v = summary["output_throughput_tokens_per_s"]
+            return "–" if v is None else f"{v:,.1f} tok/s"
+        return ""
+
+    rows = "".join(f"<tr><td>{k}</td><td>{cell(m, k)}</td><td>{cell(s, k)}</td>"
+                   f"<td>{'–' if v is None else f'{v:+.1%}'}</td></tr>" for k, v in res.errors.items())
+    la = res.load_avg
+    head = (f"<h2>llmsim validate: {res.config.scheduler.kind} scheduler, {res.config.model.name}</h2>"
+            f"<p>errors = simulated / measured − 1. Clock: {res.clock}; torch threads {res.threads}; "
+            f"rate {res.rate_per_s or 0:.2f} req/s (capacity {res.capacity_per_s or 0:.2f} req/s simulated); "
+            f"1-min load average {la['start'][0]:.2f} at start, {la['after_executor'][0]:.2f} after the executor; "
+            f"profile {res.profile}</p><table border=1 cellpadding=4><tr><th>metric</th><th>measured</th>"
+            f"<th>simulated</th><th>error</th></tr>{rows}</table>")
     html = fig.to_html(include_plotlyjs=True, full_html=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html.replace("<body>", "<body>" + head, 1))
