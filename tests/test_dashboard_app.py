@@ -72,14 +72,14 @@ def test_simulate_page_shows_the_library_result(monkeypatch):
     expected = _expected_config()
     assert json.loads(at.session_state["sim.result_key"]) == json.loads(expected.model_dump_json())
     _check_kpis(at, simulate(expected).summary)
-    # CDFs, throughput+queue, KV, batch composition, operator breakdown, timeline
-    assert len(_charts(at)) == 6
+    # memory, CDFs, throughput+queue, KV, batch composition, operator breakdown, timeline
+    assert len(_charts(at)) == 7
     assert len(calls) == 1
     # re-rendering (a widget change, no Run) shows the cached result without simulating again
     at.number_input(key="sim.seed").set_value(1)
     at.run()
     assert len(calls) == 1
-    assert len(at.metric) == len(render.KPI_SPECS) and len(_charts(at)) == 6
+    assert len(at.metric) == len(render.KPI_SPECS) and len(_charts(at)) == 7
 
 
 def test_simulate_page_tp_not_dividing_heads_shows_the_cli_message():

@@ -157,8 +157,8 @@ def test_simulate_from_the_form_renders_kpis_and_charts(server, browser):
     drv.get(f"{server}/Simulate")
     _click(drv, "Run simulation")
     _wait(drv, lambda d: len(_css(d, '[data-testid="stMetric"]')) >= 12, what="the KPI cards")
-    _wait(drv, lambda d: len(_css(d, '[data-testid="stPlotlyChart"] .main-svg')) >= 6 and _idle(d),
-          what="six rendered plotly charts")
+    _wait(drv, lambda d: len(_css(d, '[data-testid="stPlotlyChart"] .main-svg')) >= 7 and _idle(d),
+          what="all seven plotly charts")
     assert not _css(drv, '[data-testid="stException"]')
     cards = _wait(drv, lambda d: [(m.find_element("css selector", '[data-testid="stMetricLabel"]').text,
                                    m.find_element("css selector", '[data-testid="stMetricValue"]').text)

@@ -162,3 +162,13 @@ def test_every_builder_accepts_empty_frames():
                 F.measured_vs_modelled(pd.DataFrame({"op": [], "measured_s": [], "modelled_s": []})),
                 F.error_bars(pd.DataFrame({"metric": [], "error": []}))):
         assert isinstance(fig, go.Figure)
+
+
+def test_memory_bar_splits_the_hbm():
+    mem = {"weights_bytes_per_gpu": 16e9, "activation_bytes_per_gpu": 1e9, "kv_bytes_per_gpu": 50e9,
+           "usable_bytes_per_gpu": 72e9, "gpu_hbm_bytes": 80e9}
+    fig = F.memory_bar(mem)
+    got = {t.name: t.x[0] for t in fig.data}
+    assert got == pytest.approx({"weights": 16.0, "activations": 1.0, "KV cache": 50.0, "unused": 5.0,
+                                 "held back": 8.0})
+    assert sum(got.values()) == pytest.approx(80.0)

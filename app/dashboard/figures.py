@@ -304,3 +304,26 @@ def error_bars(df: pd.DataFrame, metric: str = "metric", error: str = "error", t
             fig.add_hline(y=sign * tolerance * 100, line_dash="dash", line_color="grey")
     fig.update_yaxes(title_text="simulated / measured − 1 (%)")
     return _layout(fig, "Prediction error per metric")
+
+
+def memory_bar(memory: Mapping[str, float]) -> go.Figure:
+    """One GPU's HBM (GB) as a stacked bar: weights, activations, KV cache, the rest of the usable share,
+    and what `gpu_memory_utilization` holds back. Keys as in SimulationResult.memory (bytes)."""
+    hbm = float(memory.get("gpu_hbm_bytes", 0.0))
+    usable = float(memory.get("usable_bytes_per_gpu", hbm))
+    parts = [("weights", float(memory.get("weights_bytes_per_gpu", 0.0)), "#636EFA"),
+             ("activations", float(memory.get("activation_bytes_per_gpu", 0.0)), "#FFA15A"),
+             ("KV cache", float(memory.get("kv_bytes_per_gpu", 0.0)), "#00CC96")]
+    used = sum(p[1] for p in parts)
+    parts += [("unused", max(usable - used, 0.0), "#E5ECF6"), ("held back", max(hbm - usable, 0.0), "#B6B6B6")]
+    fig = go.Figure()
+    for name, nbytes, colour in parts:
+        fig.add_trace(go.Bar(y=["GPU"], x=[nbytes / 1e9], name=name, orientation="h", marker_color=colour,
+                             hovertemplate=f"{name}: %{{x:.2f}} GB<extra></extra>"))
+    fig.update_xaxes(title_text="GB (1e9 bytes) per GPU", range=[0, max(hbm, used) / 1e9])
+    fig.update_yaxes(showticklabels=False)
+    _layout(fig, "Memory per GPU", height=220)
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, xanchor="left",
+                                                   traceorder="normal"),
+                      margin=dict(t=80))
+    return fig

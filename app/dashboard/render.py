@@ -96,6 +96,8 @@ def cached_step_cost(config_json: str, seqs: tuple[tuple[int, int], ...]) -> Any
 
 def result_charts(result: Any, key: str, config_json: str) -> None:
     """Every chart of one run, in reading order."""
+    if result.memory:
+        st.plotly_chart(F.memory_bar(result.memory), key=f"{key}.memory")
     cfg_slo = result.config.slo
     st.plotly_chart(F.latency_cdfs({"run": result.requests},
                                    slo_s={"ttft_s": cfg_slo.ttft_s, "tpot_s": cfg_slo.tpot_s, "e2e_s": cfg_slo.e2e_s}),
