@@ -84,47 +84,51 @@ def _make_call(op: str, size_bytes: int, dtype: torch.dtype, device: torch.devic
 
 
 def measure(ops: list[str], sizes_bytes: list[int], dtype: str = "fp32", warmup: int = 2, iters: int = 10,
-            device_label: str = "") -> list[dict]:
+            device_label: str = "", rounds: int = 5) -> list[dict]:
     """Time each (op, size) in the already-initialised process group; every rank must call this.
 
-    Returns rows (see profiler.table.row) on rank 0 and [] on the others.
+    The iterations of each (op, size) are spread over `rounds` passes over all of them, so a burst of
+    foreign load spoils a few iterations of every size rather than all of one. Returns rows (see
+    profiler.table.row) on rank 0 and [] on the others.
     """
     from profiler.table import row
 
     rank, n = dist.get_rank(), dist.get_world_size()
     device = _device()
     tdt = _DTYPES[dtype]
-    rows = []
-    for op in ops:
-        if op == "send_recv" and n % 2:
-            continue  # the even/odd ring pairing needs an even world size
-        for size in sizes_bytes:
+    keys = [(op, size) for op in ops if not (op == "send_recv" and n % 2)  # send/recv pairs need even n
+            for size in sizes_bytes]
+    rounds = max(1, min(rounds, iters))
+    per_round = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
+    samples: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
+    for rnd in range(rounds):
+        for op, size in keys:
             call = _make_call(op, size, tdt, device, rank, n)
-            for _ in range(warmup):
+            for _ in range(warmup if rnd == 0 else 1):
                 call()
             _sync(device)
-            samples = torch.zeros(iters, dtype=torch.float64)
-            for i in range(iters):
+            for _ in range(per_round[rnd]):
                 dist.barrier()
                 _sync(device)
                 t0 = time.perf_counter()
                 call()
                 _sync(device)
-                samples[i] = time.perf_counter() - t0
-            # slowest rank per iteration; NCCL reduces device tensors only
-            worst = samples.to(device)
-            dist.all_reduce(worst, op=dist.ReduceOp.MAX)
-            if rank != 0:
-                continue
-            s = worst.cpu().numpy()
-            p10, med, p90 = np.percentile(s, [10, 50, 90])
-            # send_recv moves `size` each way in the ring step, timed as one exchange (two messages).
-            t = med / 2 if op == "send_recv" else med
-            algbw = size / t
-            rows.append(row(device_label or device_name(), op, backend_name(dist.get_backend()), dtype, t,
-                            p10 / 2 if op == "send_recv" else p10, p90 / 2 if op == "send_recv" else p90,
-                            iters, nbytes=size, measured_at=_now(), algbw_bytes_per_s=algbw,
-                            busbw_bytes_per_s=algbw * bus_factor(op, n), world_size=n, size_bytes=size))
+                samples[(op, size)].append(time.perf_counter() - t0)
+            del call
+    rows = []
+    for op, size in keys:
+        # slowest rank per iteration; NCCL reduces device tensors only
+        worst = torch.tensor(samples[(op, size)], dtype=torch.float64).to(device)
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        if rank != 0:
+            continue
+        p10, med, p90 = np.percentile(worst.cpu().numpy(), [10, 50, 90])
+        # send_recv: each rank sends then receives (or the reverse): two messages per timed exchange.
+        k = 0.5 if op == "send_recv" else 1.0
+        algbw = size / (med * k)
+        rows.append(row(device_label or device_name(), op, backend_name(dist.get_backend()), dtype, med * k,
+                        p10 * k, p90 * k, iters, nbytes=size, measured_at=_now(), algbw_bytes_per_s=algbw,
+                        busbw_bytes_per_s=algbw * bus_factor(op, n), world_size=n, size_bytes=size))
     return rows
 
 

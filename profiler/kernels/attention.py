@@ -291,17 +291,30 @@ def paged_decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: 
 def paged_decode_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                                  block_table: torch.Tensor, context_lens: torch.Tensor,
                                  sm_scale: float | None = None) -> torch.Tensor:
-    """Batched torch decode attention (the executor's CPU path): gather every sequence's pages
-    through the padded block table at once, mask past each context length, one SDPA call."""
+    """torch decode attention as a CPU serving engine runs it: per sequence, gather its pages, then two
+    batched GEMMs over its KV heads (the G query heads of a KV head share its K and V) and a softmax.
+
+    NOTE: per-sequence gathers cost a constant per sequence plus work proportional to Σ context, which
+    is what the profiled cost model's (sequences, KV entries read) curve assumes; one padded batched
+    gather would cost B·max(context) instead, which no aggregate shape predicts for ragged batches
+    (and its multi-MB temporary makes CPU timings jump). Same algorithm as the executor's CPU path.
+    """
     _check_paged(q, k_cache, v_cache, block_table, context_lens)
-    batch, width = block_table.shape
+    batch = block_table.shape[0]
     page, hkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
-    ks = k_cache[block_table.long()].view(batch, width * page, hkv, d).transpose(1, 2)  # [B, Hkv, W·P, D]
-    vs = v_cache[block_table.long()].view(batch, width * page, hkv, d).transpose(1, 2)
-    mask = torch.arange(width * page, device=q.device)[None, :] < context_lens[:, None]
-    o = F.scaled_dot_product_attention(q.unsqueeze(2), ks, vs, attn_mask=mask[:, None, None, :], scale=sm_scale,
-                                       enable_gqa=True)  # [B, Hq, 1, D]
-    return o[:, :, 0]
+    group = q.shape[1] // hkv
+    table = block_table.long()
+    qs = (q * (sm_scale or 1.0 / math.sqrt(d))).view(batch, hkv, group, d)
+    out = torch.zeros(batch, hkv, group, d, dtype=q.dtype, device=q.device)
+    for i, length in enumerate(context_lens.tolist()):
+        if length == 0:
+            continue
+        pages = table[i, :-(-length // page)]
+        k = k_cache[pages].view(-1, hkv, d)[:length]  # [L, Hkv, D]
+        v = v_cache[pages].view(-1, hkv, d)[:length]
+        p = torch.softmax(torch.bmm(qs[i], k.permute(1, 2, 0)).float(), dim=-1).to(q.dtype)  # [Hkv, G, L]
+        torch.bmm(p, v.transpose(0, 1), out=out[i])
+    return out.view(batch, hkv * group, d)
 
 
 def _check_paged(q, k_cache, v_cache, block_table, context_lens) -> None:
