@@ -471,8 +471,9 @@ def test_dashboard_command_line():
      {"kv_cache": {"kind": "contiguous"}, "quant": {"weight_dtype": "fp8", "kv_dtype": "fp8"}}),
     ({"sim.weight_dtype": "int4", "sim.weight_method": "awq", "sim.dtype": "fp16"},
      {"quant": {"weight_dtype": "int4", "weight_method": "awq", "dtype": "fp16"}}),
-    ({"sim.prefix_caching": True, "sim.block_size": 32, "sim.gpu": "a100-80gb"},
-     {"kv_cache": {"prefix_caching": True, "block_size": 32}, "hardware": {"gpu": "a100-80gb"}}),
+    ({"sim.prefix_caching": True, "sim.block_size": 32, "sim.gpu": "a100-80gb", "sim.usd_per_gpu_hour": 1.5},
+     {"kv_cache": {"prefix_caching": True, "block_size": 32},
+      "hardware": {"gpu": "a100-80gb", "usd_per_gpu_hour": 1.5}}),
 ])
 def test_every_form_knob_reaches_the_config(widgets, sections):
     at = _page("pages/1_Simulate.py")
@@ -509,3 +510,37 @@ def test_compare_takes_configuration_a_from_the_last_simulate_run():
     at.run()
     assert not at.error, [e.value for e in at.error]
     assert list(at.session_state["cmp.result_keys"].values())[0] == sim_key
+
+
+def test_empirical_lengths_from_a_real_length_trace(traces_dir):
+    path = str(traces_dir / "etalon" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv")
+    at = _page("pages/1_Simulate.py")
+    at.number_input(key="sim.num_requests").set_value(N)
+    for label in ("input", "output"):
+        at.selectbox(key=f"sim.{label}.kind").set_value("empirical")
+    at.run()
+    for label in ("input", "output"):
+        at.text_input(key=f"sim.{label}.path").set_value(path)
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    expected = _expected_config(workload={
+        "input_len": {"kind": "empirical", "path": path, "column": "num_prefill_tokens"},
+        "output_len": {"kind": "empirical", "path": path, "column": "num_decode_tokens"}})
+    assert json.loads(at.session_state["sim.result_key"]) == json.loads(expected.model_dump_json())
+    _check_kpis(at, simulate(expected).summary)
+
+
+def test_a_multi_replica_run_lets_you_pick_the_replica_for_batch_composition():
+    at = _page("pages/1_Simulate.py")
+    at.number_input(key="sim.num_requests").set_value(N)
+    at.number_input(key="sim.replicas").set_value(3)
+    at.button(key="sim_run").click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="sim.replica").options == ["0", "1", "2"]
+    at.selectbox(key="sim.replica").set_value(2)
+    at.run()
+    assert not at.exception
+    batch = json.loads(_charts(at)[4].proto.spec)
+    assert "replica 2" in batch["layout"]["title"]["text"]

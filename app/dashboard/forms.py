@@ -31,7 +31,7 @@ WEIGHT_DTYPES = ("same as dtype", "bf16", "fp16", "fp8", "int8", "int4")
 KV_DTYPES = ("same as dtype", "bf16", "fp16", "fp8", "int8")
 TRACE_FORMATS = ("auto", "azure", "mooncake", "lengths", "plain")
 ARRIVALS = ("poisson", "gamma", "constant", "burst")
-LENGTH_KINDS = ("fixed", "uniform", "lognormal")
+LENGTH_KINDS = ("fixed", "uniform", "lognormal", "empirical")
 UPLOAD_MODEL = "upload a Hugging Face config.json…"
 
 # Small default scenario: a page run takes about a second (the library default is 1000 requests).
@@ -155,6 +155,8 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
         out["model"] = {"name": choice, "hf_config": None}
     gpu = c.selectbox("Accelerator", gpus, key=k("gpu"), index=opt_index(gpus, hb.get("gpu")))
     out["hardware"] = {"gpu": gpu}
+    if hb.get("gpu_file"):
+        c.caption(f"accelerator from {hb['gpu_file']} (hardware.gpu_file) overrides the catalog choice")
 
     c1, c2, c3 = c.columns(3)
     out["parallel"] = {
@@ -216,6 +218,9 @@ def system_form(prefix: str, base: Mapping[str, Any], errors: list[str], contain
                  "dequantised to the compute dtype inside the GEMM")
         out["router"] = {"kind": st.selectbox("Router", ROUTERS, key=k("router"),
                                               index=opt_index(ROUTERS, base["router"].get("kind")))}
+        price = st.number_input("USD per GPU-hour (0 = catalog price)", min_value=0.0, step=0.1,
+                                value=float(hb.get("usd_per_gpu_hour") or 0.0), key=k("usd_per_gpu_hour"))
+        out["hardware"]["usd_per_gpu_hour"] = price or None
         cm = base.get("cost_model", {"kind": "roofline"})
         cm_kind = st.radio("Cost model", ("roofline", "profiled"), horizontal=True, key=k("cost_kind"),
                            index=1 if cm.get("kind") == "profiled" else 0)
@@ -246,6 +251,13 @@ def _length_widgets(prefix: str, label: str, dist: Mapping[str, Any], container:
         return {"kind": "uniform",
                 "low": int(a.number_input("low", min_value=1, value=int(get("low", typical // 2)), key=k("low"))),
                 "high": int(b.number_input("high", min_value=1, value=int(get("high", typical * 2)), key=k("high")))}
+    if kind == "empirical":
+        a, b = c.columns(2)
+        return {"kind": "empirical",
+                "path": a.text_input("CSV path", value=str(get("path", "")), key=k("path"),
+                                     help="resample a column of positive integers, e.g. a length-only trace"),
+                "column": b.text_input("column", value=str(get("column", "num_prefill_tokens" if label == "input"
+                                                                     else "num_decode_tokens")), key=k("column"))}
     a, b = c.columns(2)
     return {"kind": "lognormal",
             "mean": float(a.number_input("mean", min_value=1.0, value=float(get("mean", typical)), key=k("mean"))),

@@ -109,7 +109,9 @@ def result_charts(result: Any, key: str, config_json: str) -> None:
         st.plotly_chart(F.kv_usage({"run": result.steps}), key=f"{key}.kv")
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(F.batch_composition(result.steps), key=f"{key}.batch")
+        replicas = sorted(int(r) for r in result.steps["replica"].unique()) if len(result.steps) else [0]
+        replica = st.selectbox("Replica", replicas, key=f"{key}.replica") if len(replicas) > 1 else replicas[0]
+        st.plotly_chart(F.batch_composition(result.steps, replica=replica), key=f"{key}.batch")
     with right:
         step = F.typical_step(result.steps)
         if step is None:
