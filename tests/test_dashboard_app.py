@@ -260,8 +260,8 @@ def test_simulation_progress_reaches_all_requests_and_matches_simulate():
     res = runs._simulate(cfg, prog)
     assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
     ref = simulate(cfg)
-    assert res.summary["ttft_s"] == ref.summary["ttft_s"]
-    assert res.summary["notes"] == ref.summary["notes"]
+    assert res.summary == ref.summary
+    assert res.requests.equals(ref.requests) and res.steps.equals(ref.steps)
 
 
 # ---- uploads: real trace, Hugging Face config --------------------------------------------------
