@@ -162,6 +162,12 @@ def fit_report_cmd(
                   f"{r['p90_abs_rel_err']:.1%}", str(r["num_interpolated"]), str(r["num_fitted"]),
                   str(r["num_unpredicted"]))
     Console().print(t)
+    from hwmodels.profiled import ProfileFit
+
+    fit = ProfileFit.from_frame(df, device)
+    for (fam, dt), rf in sorted(fit.roofline.items()):
+        typer.echo(f"fitted roofline {fam} ({dt}, {rf.num_rows} rows): {rf.flops_per_s / 1e9:.1f} GFLOP/s, "
+                   f"{rf.bytes_per_s / 1e9:.1f} GB/s, launch {rf.launch_s * 1e6:.1f} us")
     dev = sorted({r.get("device", "?") for r in runs})
     typer.echo(f"device(s): {', '.join(dev)}; runs: {len(runs)}")
 
