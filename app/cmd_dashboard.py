@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the Streamlit what-if dashboard (simulate, compare, plan, validate)."""
         try:
-            import streamlit  # noqa: F401
+            import streamlit  # noqa: F401  (only checks that the dashboard extra is installed)
         except ModuleNotFoundError:
             raise UserError("the dashboard needs streamlit: pip install 'llmsim[dashboard]'") from None
         cmd = streamlit_command(port, address, headless, config)

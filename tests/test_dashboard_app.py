@@ -341,7 +341,8 @@ def test_validate_page_compares_a_profile_table_to_the_roofline():
     from hwmodels.roofline import efficiency_for
 
     at = _page("pages/4_Validate.py")
-    at.file_uploader(key="val.profile_upload").set_value(("prof.parquet", _profile_parquet(), "application/octet-stream"))
+    upload = ("prof.parquet", _profile_parquet(), "application/octet-stream")
+    at.file_uploader(key="val.profile_upload").set_value(upload)
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="val.gpu").value == "h100-sxm"  # guessed from the device name
@@ -363,12 +364,14 @@ def test_validate_page_shows_a_json_report_and_rejects_a_broken_one():
     report = {"config": {"model": "tiny"}, "errors": [
         {"metric": "ttft_s", "stat": "p50", "measured": 0.10, "predicted": 0.12, "rel_error": 0.2},
         {"metric": "tpot_s", "stat": "p50", "measured": 0.02, "predicted": 0.019, "rel_error": -0.05}]}
-    at.file_uploader(key="val.report_upload").set_value(("report.json", json.dumps(report).encode(), "application/json"))
+    upload = ("report.json", json.dumps(report).encode(), "application/json")
+    at.file_uploader(key="val.report_upload").set_value(upload)
     at.run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert table["metric"].tolist() == ["ttft_s", "tpot_s"] and table["rel_error"].tolist() == [0.2, -0.05]
-    at.file_uploader(key="val.report_upload").set_value(("broken.json", b'{"errors": [\n  {"metric": }', "application/json"))
+    broken = b'{"errors": [\n  {"metric": }'
+    at.file_uploader(key="val.report_upload").set_value(("broken.json", broken, "application/json"))
     at.run()
     assert not at.exception
     assert [e.value for e in at.error] == ["broken.json:2:14: not an HTML or JSON validate report (Expecting value)"]

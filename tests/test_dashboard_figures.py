@@ -1,7 +1,6 @@
 """Figure builders: exact numbers on tiny hand-made frames (the simulator's documented schemas)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd

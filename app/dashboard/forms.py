@@ -277,7 +277,8 @@ def workload_form(prefix: str, base: Mapping[str, Any], errors: list[str], conta
     out: dict[str, Any] = {}
     if source == "synthetic":
         wl: dict[str, Any] = {"kind": "synthetic", "num_requests": int(c.number_input(
-            "Requests", min_value=1, max_value=1_000_000, value=int(wb.get("num_requests", 200)), key=k("num_requests")))}
+            "Requests", min_value=1, max_value=1_000_000, value=int(wb.get("num_requests", 200)),
+            key=k("num_requests")))}
     else:
         up = c.file_uploader("Trace file (Azure CSV, Mooncake JSONL, length-only CSV, plain CSV/JSONL)",
                              type=["csv", "jsonl", "json", "txt"], key=k("trace_upload"))

@@ -26,7 +26,7 @@ with st.sidebar:
     num = int(st.number_input("Configurations", min_value=2, max_value=len(VARIANTS), value=2, key="cmp.num"))
     last_sim = st.session_state.get("sim.result_key")
     if last_sim and st.button("A ← the last Simulate run", key="cmp_from_sim",
-                              help="copy the configuration (and its workload and SLOs) of the Simulate page's last run"):
+                              help="copy the configuration, workload and SLOs of the Simulate page's last run"):
         data = json.loads(last_sim)
         forms.load_into("cmp0", data)
         forms.load_into(P, data)
