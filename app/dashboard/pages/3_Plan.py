@@ -16,6 +16,8 @@ P = "plan"
 st.title("Plan")
 st.markdown("Find the cheapest deployment that meets the SLOs: every candidate layout is pruned by memory "
             "and roofline bounds, then its highest sustainable request rate is found by simulation.")
+if f"{P}.__base__" not in st.session_state:  # probes replay the first N requests: give them enough
+    forms.load_into(P, forms.overlay(forms.default_base(), {"workload": {"num_requests": 1000}}))
 base = forms.base_of(P)
 uploads = st.session_state.get("__uploads__")
 
@@ -32,8 +34,9 @@ with st.sidebar:
     max_gpus = c2.number_input("Max GPUs (0 = any)", min_value=0, value=8, key="plan.max_gpus")
     rank_by = st.selectbox("Rank by", ("cost", "qps_per_gpu", "ttft"), key="plan.rank_by")
     c1, c2 = st.columns(2)
-    probe_n = c1.number_input("Requests per probe", min_value=10, value=100, key="plan.probe_n",
-                              help="each capacity probe simulates the first N requests of the workload")
+    probe_n = c1.number_input("Requests per probe", min_value=10, value=400, key="plan.probe_n",
+                              help="each capacity probe simulates the first N requests of the workload; too few "
+                                   "and the planner's whole-deployment verification will flag the pick")
     tol = c2.number_input("Rate grid tolerance", min_value=0.01, max_value=1.0, value=0.1, key="plan.tol")
     backend = st.radio("Run on", ("serial", "local"), horizontal=True, key="plan.backend",
                        help="serial: in the dashboard process; local: a process pool on this machine")
