@@ -9,6 +9,7 @@ process through `pp` stage resources, so several micro-batches are in flight and
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -48,11 +49,16 @@ class EngineSpec:
 @dataclass
 class RawResult:
     requests: list[Request]
-    steps: list[tuple]  # rows in STEP_COLUMNS order
-    itl_s: list[float]
+    steps: array  # float64, flat: len(STEP_COLUMNS) values per step, in STEP_COLUMNS order
+    itl_s: array  # float64: every inter-token gap (s)
     cores: list[ReplicaCore]
     end_s: float
     notes: list[str] = field(default_factory=list)
+
+    def step_rows(self) -> list[tuple[float, ...]]:
+        """Steps as tuples in STEP_COLUMNS order (for small runs and tests)."""
+        k = len(STEP_COLUMNS)
+        return [tuple(self.steps[j:j + k]) for j in range(0, len(self.steps), k)]
 
 
 class Engine:
@@ -60,8 +66,10 @@ class Engine:
         self.spec = spec
         self.requests = list(requests)
         self.env = simpy.Environment()
-        self.itl_s: list[float] = []
-        self.steps: list[tuple] = []
+        # NOTE: flat float64 arrays, not lists of tuples/floats: 8 bytes a value keeps memory bounded
+        # (a million-request run emits ~150 M gaps and ~17 M steps).
+        self.itl_s = array("d")
+        self.steps = array("d")
         self.cores = []
         for i in range(spec.num_replicas):
             kv = make_kv_manager(spec.kv_cfg, spec.num_kv_blocks, spec.max_model_len,
@@ -159,7 +167,7 @@ class Engine:
             return
         s = plan.shape
         kv = core.kv
-        self.steps.append((i, start, self.env.now, s.num_seqs, s.num_tokens, s.num_prefill_tokens,
+        self.steps.extend((i, start, self.env.now, s.num_seqs, s.num_tokens, s.num_prefill_tokens,
                            s.num_decode_tokens, kv.num_used_blocks, kv.num_free_blocks, core.num_kv_tokens,
                            len(core.waiting), len(core.running), len(plan.preempted)))
 

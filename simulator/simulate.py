@@ -95,8 +95,15 @@ def requests_frame(requests: Sequence[Request]) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def steps_frame(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(rows, columns=list(STEP_COLUMNS))
+FLOAT_STEP_COLUMNS = {"start_s", "end_s"}
+
+
+def steps_frame(flat) -> pd.DataFrame:
+    """One row per forward pass from the engine's flat float64 record (STEP_COLUMNS per step)."""
+    a = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(STEP_COLUMNS)) if len(flat) else np.zeros(
+        (0, len(STEP_COLUMNS)))
+    return pd.DataFrame({c: (a[:, j].copy() if c in FLOAT_STEP_COLUMNS else a[:, j].astype(np.int64))
+                         for j, c in enumerate(STEP_COLUMNS)})
 
 
 def simulate(cfg: Config, *, requests: Sequence[Request] | None = None, cost_model: CostModel | None = None,
@@ -111,7 +118,7 @@ def simulate(cfg: Config, *, requests: Sequence[Request] | None = None, cost_mod
     raw: RawResult = run_engine(engine_spec(cfg, sc), requests, progress)
     req_df = requests_frame(raw.requests)
     steps_df = steps_frame(raw.steps)
-    itl = np.asarray(raw.itl_s, dtype=np.float64)
+    itl = np.frombuffer(raw.itl_s, dtype=np.float64).copy() if len(raw.itl_s) else np.zeros(0)
     summary = summarize(req_df, steps_df, itl, slo=cfg.slo, num_gpus=cfg.parallel.num_gpus,
                         usd_per_gpu_hour=sc.usd_per_gpu_hour, kv_blocks_total=sc.num_kv_blocks * cfg.parallel.replicas,
                         block_size=cfg.kv_cache.block_size)

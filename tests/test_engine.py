@@ -31,7 +31,7 @@ def test_vllm_prefill_first_timeline():
     raw = run_engine(spec(VLLMSchedulerConfig()), rs)
     # pass 1 [0, .01]: prefill r0; pass 2 [.01, .02]: prefill r1 (prefill-first); passes 3-4: decode both.
     assert times(rs) == [(0, 0.01, 0.04), (1, 0.02, 0.04)]
-    assert [(s[1], s[2], s[3], s[5], s[6]) for s in raw.steps] == [
+    assert [(s[1], s[2], s[3], s[5], s[6]) for s in raw.step_rows()] == [
         (0.0, 0.01, 1, 4, 0), (0.01, 0.02, 1, 4, 0), (0.02, 0.03, 2, 0, 2), (0.03, 0.04, 2, 0, 2)]
     # r0: tokens at .01 (first), .03, .04 -> ITL .02, .01 ; r1: .02, .03, .04 -> .01, .01
     assert sorted(round(x, 9) for x in raw.itl_s) == [0.01, 0.01, 0.01, 0.02]
@@ -48,7 +48,7 @@ def test_pipeline_parallel_microbatches_overlap():
     rs = reqs((0.0, 4, 2), (0.0, 4, 2))
     raw = run_engine(spec(VLLMSchedulerConfig(max_batch_size=1), pp=2), rs)
     assert times(rs) == [(0, 0.02, 0.04), (1, 0.03, 0.05)]
-    assert len(raw.steps) == 4
+    assert len(raw.step_rows()) == 4
 
 
 def test_rejected_request_reported_with_reason():
@@ -72,7 +72,7 @@ def test_same_seed_same_result(sched):
     def run():
         rs = reqs(*[(0.003 * i, 3 + i % 7, 1 + i % 5) for i in range(40)])
         raw = run_engine(spec(sched, num_blocks=20), rs)
-        return times(rs), raw.steps
+        return times(rs), raw.step_rows()
     assert run() == run()
 
 
@@ -86,7 +86,7 @@ def test_progress_callback_ends_and_changes_nothing():
     def run(progress):
         rs = reqs(*[(0.5 * i, 8, 4) for i in range(200)])
         raw = run_engine(spec(VLLMSchedulerConfig()), rs, progress)
-        return times(rs), raw.steps
+        return times(rs), raw.step_rows()
     seen = []
     assert run(seen.append) == run(None)
     assert 40 <= len(seen) <= 60 and seen == sorted(seen) and seen[-1] >= 99.5
