@@ -12,11 +12,14 @@ import pandas as pd
 
 from hwmodels.collectives import allgather_seconds, allreduce_seconds, alltoall_seconds, p2p_seconds, \
     reduce_scatter_seconds
-from hwmodels.config import HardwareConfig
+from hwmodels.config import HardwareConfig, ParallelConfig, QuantConfig
 from hwmodels.hardware import GPUSpec, intra_link
+from hwmodels.models import get_model
+from hwmodels.ops import Op
 from hwmodels.profiled import ATTENTION_OPS, COLLECTIVE_OPS, ELEMENTWISE_OPS, GEMM_OPS
-from hwmodels.roofline import efficiency_for
+from hwmodels.roofline import RooflineCostModel
 
+PRICING_MODEL = "llama-3.1-8b"  # only builds the pricer; op_seconds of one compute op does not depend on it
 # Device-name fragments (torch.cuda.get_device_name) → catalog accelerator.
 DEVICE_HINTS = (("h100 pcie", "h100-pcie"), ("h100", "h100-sxm"), ("h200", "h200"), ("a100-sxm4-40", "a100-40gb"),
                 ("a100 40", "a100-40gb"), ("a100", "a100-80gb"), ("b200", "b200"), ("l40s", "l40s"), ("l4", "l4"),
@@ -32,28 +35,30 @@ def guess_gpu(device: str) -> str | None:
     return None
 
 
-def roofline_seconds(row: dict[str, Any], gpu: GPUSpec, hardware: HardwareConfig = HardwareConfig()) -> float:
-    """The datasheet roofline time of one profile row on `gpu`, priced as `RooflineCostModel.op_seconds`
-    prices the same op: launch + max(FLOPs / (eff_c·peak), bytes / (eff_m·HBM B/s)); collectives by the
-    alpha-beta model over the GPU's intra-node link. NaN for ops the roofline has no family for."""
+def roofline_seconds(row: dict[str, Any], gpu: GPUSpec, hardware: HardwareConfig = HardwareConfig(),
+                     pricer: RooflineCostModel | None = None) -> float:
+    """The datasheet roofline time of one profile row on `gpu`: compute ops priced by the simulator's own
+    `RooflineCostModel.op_seconds` (launch + max(FLOPs / (eff_c·peak), bytes / (eff_m·HBM B/s))), collectives
+    by the alpha-beta model over the GPU's intra-node link. NaN for ops the roofline has no family for."""
     op = row["op"]
     if op in COLLECTIVE_OPS:
         link, n, nbytes = intra_link(gpu, hardware), max(int(row["world_size"]), 1), float(row["size_bytes"])
         fn = {"all_reduce": allreduce_seconds, "all_gather": allgather_seconds,
               "reduce_scatter": reduce_scatter_seconds, "all_to_all": alltoall_seconds}.get(op)
         return fn(nbytes, n, link) if fn else p2p_seconds(nbytes, link)
-    eff = efficiency_for(gpu)
-    if op in GEMM_OPS:
-        ec, em, fixed = eff.gemm_flops, eff.gemm_mem, eff.gemm_fixed_s
-    elif op in ATTENTION_OPS:
-        ec, em, fixed = eff.attn_flops, eff.gemm_mem, eff.gemm_fixed_s
-    elif op in ELEMENTWISE_OPS:
-        ec, em, fixed = eff.gemm_flops, eff.elem_mem, eff.elem_fixed_s
-    else:
+    kind = ("gemm" if op in GEMM_OPS else "attention" if op in ATTENTION_OPS
+            else "elementwise" if op in ELEMENTWISE_OPS else None)
+    if kind is None:
         return float("nan")
-    t_c = float(row["flops"]) / (gpu.peak_flops(row["dtype"]) * ec)
-    t_m = float(row["bytes"]) / (gpu.hbm_bytes_per_s * em)
-    return fixed + max(t_c, t_m)
+    pricer = pricer or _pricer(gpu, hardware)
+    return pricer.op_seconds(Op(op, kind, flops=float(row["flops"]), bytes=float(row["bytes"]),
+                                compute_dtype=str(row["dtype"])))
+
+
+def _pricer(gpu: GPUSpec, hardware: HardwareConfig) -> RooflineCostModel:
+    """A RooflineCostModel for pricing single ops on `gpu`; op_seconds of compute ops depends only on the GPU
+    and its efficiencies, so any catalog model stands in for the model it is built with."""
+    return RooflineCostModel(get_model(PRICING_MODEL), gpu, ParallelConfig(), QuantConfig(), hardware)
 
 
 def shape_text(row: dict[str, Any]) -> str:
@@ -67,11 +72,12 @@ def compare_to_roofline(df: pd.DataFrame, gpu: GPUSpec) -> pd.DataFrame:
     """One row per measurement: op, impl, dtype, shape, measured_s (median), modelled_s (roofline on
     `gpu`), rel_error = modelled / measured − 1."""
     recs = df.to_dict("records")
+    pricer = _pricer(gpu, HardwareConfig())
     out = pd.DataFrame({
         "device": [r["device"] for r in recs], "op": [r["op"] for r in recs], "impl": [r["impl"] for r in recs],
         "dtype": [r["dtype"] for r in recs], "shape": [shape_text(r) for r in recs],
         "measured_s": [float(r["median_s"]) for r in recs],
-        "modelled_s": [roofline_seconds(r, gpu) for r in recs],
+        "modelled_s": [roofline_seconds(r, gpu, pricer=pricer) for r in recs],
     })
     with np.errstate(divide="ignore", invalid="ignore"):
         out["rel_error"] = out["modelled_s"] / out["measured_s"] - 1.0
