@@ -118,7 +118,7 @@ def simulate(cfg: Config, *, requests: Sequence[Request] | None = None, cost_mod
     raw: RawResult = run_engine(engine_spec(cfg, sc), requests, progress)
     req_df = requests_frame(raw.requests)
     steps_df = steps_frame(raw.steps)
-    itl = np.frombuffer(raw.itl_s, dtype=np.float64).copy() if len(raw.itl_s) else np.zeros(0)
+    itl = np.frombuffer(raw.itl_s, dtype=np.float32) if len(raw.itl_s) else np.zeros(0, dtype=np.float32)
     summary = summarize(req_df, steps_df, itl, slo=cfg.slo, num_gpus=cfg.parallel.num_gpus,
                         usd_per_gpu_hour=sc.usd_per_gpu_hour, kv_blocks_total=sc.num_kv_blocks * cfg.parallel.replicas,
                         block_size=cfg.kv_cache.block_size)
