@@ -119,15 +119,11 @@ def test_cost_with_user_gpu_yaml(tmp_path):
         assert d["gpu"] == "acme-1" and d["total_s"] > 16e9 / 2.0e12
 
 
-def test_profile_hook():
-    try:
-        import hwmodels.profiled  # noqa: F401
-    except ModuleNotFoundError:
-        r = run("cost", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--batch", "decode:1x10",
-                "--profile", "missing.parquet")
-        assert "hwmodels.profiled" in user_error(r)
-    else:
-        pytest.skip("hwmodels.profiled exists; its own tests cover --profile")
+def test_missing_profile_is_a_clear_error():
+    r = run("cost", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--batch", "decode:1x10",
+            "--profile", "missing.parquet")
+    msg = user_error(r)
+    assert "missing.parquet" in msg and "llmsim profile" in msg
 
 
 def test_memory_error_is_reported_not_fatal():
