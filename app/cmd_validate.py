@@ -73,7 +73,8 @@ def quick_config(scheduler: str = "vllm") -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- cost
 @dataclass(frozen=True)
 class WithExecutorOverhead:
-    """A cost model plus the executor's measured per-pass glue (op "executor_overhead" of the profile)."""
+    """A cost model plus the executor's measured per-pass overheads: the pass glue around the kernels (op
+    "executor_overhead") and the serving loop with the policy around the pass (op "executor_loop")."""
 
     base: CostModel
     per_pass_s: float
@@ -98,12 +99,15 @@ class WithExecutorOverhead:
                         (*c.ops, OpCost("executor_overhead", "overhead", o, source="measured")))
 
 
-def overhead_rows(profile: Path) -> list[tuple[int, int, float]]:
+def overhead_rows(profile: Path, op: str | None = None, impl: str | None = None) -> list[tuple[int, int, float]]:
+    """(num_seqs, num_tokens, seconds) rows of one overhead op (default: the pass glue) of the table."""
     from hwmodels.profiled import read_profile
     from profiler.executor.overhead import OP
 
     df, _ = read_profile(profile)
-    sub = df[df["op"] == OP]
+    sub = df[df["op"] == (op or OP)]
+    if impl is not None:
+        sub = sub[sub["impl"] == impl]
     return [(int(r.num_seqs), int(r.num_tokens), float(r.median_s)) for r in sub.itertuples()]
 
 
@@ -122,7 +126,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     from profiler.devices import cpu_device_spec, device_name, run_metadata, write_device_spec
     from profiler.executor import LlamaModel
     from profiler.executor.insitu import profile_insitu
-    from profiler.executor.overhead import DEFAULT_GRID, OP, time_glue
+    from profiler.executor.overhead import DEFAULT_GRID, LOOP_OP, LOOP_SEQS, OP, time_glue, time_loop
     from profiler.sweep import SweepConfig, run_sweep
     from profiler.table import append_rows, row
 
@@ -144,7 +148,8 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
             model = LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
             grid = {"grid": insitu_grid} if insitu_grid is not None else {}
             profile_insitu(model, profile, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
-                           min_time_s=0.06 if quick else 0.2, clock=clock, **grid)
+                           min_time_s=0.06 if quick else 0.2, clock=clock, num_blocks=cfg.kv_cache.num_blocks or 0,
+                           **grid)
         else:
             say(f"profiling {spec.name} kernels on this CPU (llmsim profile sweep) -> {profile}")
             run_sweep(SweepConfig(model=spec, device="cpu", dtype=cfg.quant.dtype,
@@ -160,6 +165,18 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
             rows.append(row(label, OP, "torch", cfg.quant.dtype, sec, sec, sec, 1, name="glue",
                             num_seqs=s, num_tokens=t, block_size=cfg.kv_cache.block_size))
         append_rows(profile, rows, run_metadata("cpu", note="executor overhead (null-kernel passes)"))
+    if not overhead_rows(profile, LOOP_OP, cfg.scheduler.kind):
+        say(f"profiling the serving loop around the forward pass ({cfg.scheduler.kind} policy, op {LOOP_OP})")
+        model = model or LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
+        tick = time.thread_time if clock == "cpu" else time.perf_counter
+        rows = []
+        for b in LOOP_SEQS:
+            sec = time_loop(model, cfg.scheduler, cfg.kv_cache, max(1024, 2 * b), spec.max_position, b, clock=tick)
+            rows.append(row(device_name("cpu"), LOOP_OP, cfg.scheduler.kind, cfg.quant.dtype, sec, sec, sec, 1,
+                            name=f"loop-{cfg.scheduler.kind}", num_seqs=b, num_tokens=b,
+                            block_size=cfg.kv_cache.block_size))
+        append_rows(profile, rows, run_metadata("cpu", note=f"executor serving loop, {cfg.scheduler.kind} policy, "
+                                                            "forward pass stubbed"))
     return profile, device_spec
 
 
@@ -313,8 +330,12 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
             raise UserError("validate needs the profiled cost model")
         from profiler.executor.overhead import fit_overhead
 
-        ov = fit_overhead(overhead_rows(profile))
-        cost = WithExecutorOverhead(sc.cost_model, ov.per_pass_s, ov.per_seq_s, ov.per_token_s)
+        from profiler.executor.overhead import LOOP_OP
+
+        ov = fit_overhead(overhead_rows(profile))  # pass glue: a + b·seqs + c·tokens
+        lp = fit_overhead(overhead_rows(profile, LOOP_OP, cfg.scheduler.kind))  # serving loop + policy
+        cost = WithExecutorOverhead(sc.cost_model, ov.per_pass_s + lp.per_pass_s, ov.per_seq_s + lp.per_seq_s,
+                                    ov.per_token_s + lp.per_token_s)
         spec = sc.model
         dims = _dims(cfg, spec)
         kv_bytes = sc.num_kv_blocks * cfg.kv_cache.block_size * spec.kv_bytes_per_token(cfg.quant.kv)

@@ -119,14 +119,16 @@ def _time_pass(model: LlamaModel, cache: PagedKVCache, seqs, block_size: int, pe
 
 def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, dtype: str = "fp32",
                    grid: InsituGrid = InsituGrid(), min_time_s: float = 0.05, min_reps: int = 3,
-                   max_reps: int = 50, seed: int = 0, clock: str = "wall") -> int:
+                   max_reps: int = 50, seed: int = 0, clock: str = "wall", num_blocks: int = 0) -> int:
     """Time every kernel of the executor inside synthetic passes; append rows to the table `out`.
 
     Returns the number of rows added. Shapes and keys follow `llmsim profile` (gemm m/n/k; rmsnorm,
     swiglu, rope over tokens; attention_decode over sequences x context; attention_prefill over
     sequences x tokens x cached context), so `ProfiledCostModel` interpolates them as it does a sweep.
     clock "wall": perf_counter; "cpu": this thread's CPU time (one torch thread), which leaves out the time
-    other processes hold the core — the same clock as the executor's CPUClock.
+    other processes hold the core — the same clock as the executor's CPUClock. num_blocks: size the KV
+    cache as the served one (its blocks are drawn at random from all of it, so KV reads and writes
+    touch memory as spread out as in serving); 0: just what the grid needs.
     """
     if clock not in CLOCKS:
         raise ValueError(f"clock={clock!r}: allowed {sorted(CLOCKS)}")
@@ -135,6 +137,7 @@ def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, 
     item = torch.tensor([], dtype=model.dtype).element_size()
     cases = [(k, seqs) for k, seqs in passes(grid) if max(n + c for n, c in seqs) <= dims.max_position]
     need = max(_num_blocks(seqs, block_size) for _, seqs in cases) + _num_blocks(CONDITION, block_size)
+    need = max(need, num_blocks)
     cache = PagedKVCache(dims.num_layers, need, block_size, hkv, d, model.dtype, model.device)
     # Scattered block ids, as a paged KV manager hands them out after some churn.
     perm = np.random.default_rng(seed).permutation(need)

@@ -188,14 +188,20 @@ class Executor:
         """Run the forward pass `plan` describes (before `core.complete`); append and return the samplers."""
         if not plan.reqs:
             return []
-        bs = self.core.kv.block_size
+        ids, seqs, sample_rows, samplers = self._pack(plan)
+        for r, t in zip(samplers, self._forward(ids, seqs, sample_rows)):  # greedy
+            self.tokens[r.id].append(t)
+        return samplers
+
+    def _pack(self, plan: BatchPlan):
+        """Token ids, (num_new, ctx, blocks) rows (prompt chunks first, then decodes), sampled rows and the
+        requests they belong to."""
         prefill, decode = [], []
         for r, n in zip(plan.reqs, plan.num_tokens):
             (decode if n == 1 and r.num_computed > 0 else prefill).append((r, n))
-        order = prefill + decode
         ids, seqs, sample_rows, samplers = [], [], [], []
         row = 0
-        for r, n in order:
+        for r, n in prefill + decode:
             ctx = r.num_computed
             toks = self.tokens[r.id]
             ids.extend(toks[ctx:ctx + n])
@@ -204,14 +210,16 @@ class Executor:
             if ctx + n >= len(toks):  # reaches the end of its tokens: this pass samples the next one
                 sample_rows.append(row - 1)
                 samplers.append(r)
+        return ids, seqs, sample_rows, samplers
+
+    def _forward(self, ids: list[int], seqs, sample_rows: list[int]) -> list[int]:
+        """The packed forward pass and greedy sampling: the next token of each sampled row."""
         device = self.model.device
-        batch = build_batch(seqs, bs, device)
+        batch = build_batch(seqs, self.core.kv.block_size, device)
         token_ids = torch.tensor(ids, dtype=torch.long, device=device)
         rows = torch.tensor(sample_rows, dtype=torch.long, device=device)
         logits = self.model.forward_packed(token_ids, batch, self.cache, rows)
-        for r, t in zip(samplers, logits.argmax(dim=-1).tolist()):  # greedy
-            self.tokens[r.id].append(t)
-        return samplers
+        return logits.argmax(dim=-1).tolist()
 
     def warmup(self, shapes: Iterable[tuple[int, int]] = ((64, 0), (1, 64)), repeats: int = 2) -> None:
         """Run throwaway passes (num_new, ctx) on scratch blocks so one-time allocator/oneDNN setup is not
