@@ -77,14 +77,12 @@ class WithExecutorOverhead:
     "executor_overhead") and the serving loop with the policy around the pass (op "executor_loop")."""
 
     base: CostModel
-    per_pass_s: float
-    per_seq_s: float
-    per_token_s: float
+    overhead: "PassOverhead"
 
     def _overhead(self, shape: BatchShape) -> float:
         if shape.num_tokens <= 0:
             return 0.0
-        return self.per_pass_s + self.per_seq_s * shape.num_seqs + self.per_token_s * shape.num_tokens
+        return self.overhead.seconds(shape.num_seqs, shape.num_tokens, shape.num_prefill_tokens)
 
     def stage_seconds(self, shape: BatchShape) -> float:
         return self.base.stage_seconds(shape) + self._overhead(shape)
@@ -330,12 +328,11 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
             raise UserError("validate needs the profiled cost model")
         from profiler.executor.overhead import fit_overhead
 
-        from profiler.executor.overhead import LOOP_OP
+        from profiler.executor.overhead import LOOP_OP, PassOverhead, fit_pass_overhead
 
-        ov = fit_overhead(overhead_rows(profile))  # pass glue: a + b·seqs + c·tokens
+        glue = fit_pass_overhead(overhead_rows(profile))  # a + b·seqs + c·tokens, decode / prompt passes
         lp = fit_overhead(overhead_rows(profile, LOOP_OP, cfg.scheduler.kind))  # serving loop + policy
-        cost = WithExecutorOverhead(sc.cost_model, ov.per_pass_s + lp.per_pass_s, ov.per_seq_s + lp.per_seq_s,
-                                    ov.per_token_s + lp.per_token_s)
+        cost = WithExecutorOverhead(sc.cost_model, glue.plus(PassOverhead(lp, lp)))
         spec = sc.model
         dims = _dims(cfg, spec)
         kv_bytes = sc.num_kv_blocks * cfg.kv_cache.block_size * spec.kv_bytes_per_token(cfg.quant.kv)

@@ -50,13 +50,22 @@ def test_errors_are_signed_simulated_over_measured_minus_one():
 
 
 def test_overhead_fit_recovers_known_coefficients_and_is_added_per_pass():
-    rows = [(s, t, 1e-4 + 3e-6 * s + 1e-6 * t) for s, t in ((1, 1), (4, 4), (16, 16), (1, 256), (2, 512), (8, 136))]
-    f = fit_overhead(rows)
-    assert (f.per_pass_s, f.per_seq_s, f.per_token_s) == pytest.approx((1e-4, 3e-6, 1e-6), rel=1e-6)
+    from profiler.executor.overhead import PassOverhead, fit_pass_overhead
+
+    dec = [(s, s, 1e-4 + 3e-6 * s) for s in (1, 4, 16, 64)]
+    pro = [(s, t, 2e-4 + 4e-6 * t) for s, t in ((1, 64), (1, 256), (2, 512), (8, 136))]
+    f = fit_overhead(dec)
+    assert f.per_pass_s + f.per_seq_s + f.per_token_s == pytest.approx(1e-4 + 3e-6, rel=1e-6)
+    split = fit_pass_overhead(dec + pro)
+    assert split.prompt.seconds(1, 300) == pytest.approx(2e-4 + 4e-6 * 300, rel=1e-6)
+    assert split.decode.seconds(16, 16) == pytest.approx(1e-4 + 3e-6 * 16, rel=1e-6)
     base = LinearCostModel(base_s=0.01)
-    cm = WithExecutorOverhead(base, f.per_pass_s, f.per_seq_s, f.per_token_s)
+    cm = WithExecutorOverhead(base, split.plus(PassOverhead(fit_overhead([(1, 1, 5e-6), (8, 8, 5e-6)]),
+                                                            fit_overhead([(1, 1, 5e-6), (8, 8, 5e-6)]))))
     shape = BatchShape.from_seqs([(1, 10)] * 4)
-    assert cm.stage_seconds(shape) == pytest.approx(0.01 + 1e-4 + 4 * 3e-6 + 4 * 1e-6)
+    assert cm.stage_seconds(shape) == pytest.approx(0.01 + 1e-4 + 4 * 3e-6 + 5e-6)
+    prompt = BatchShape.from_seqs([(100, 0)])
+    assert cm.stage_seconds(prompt) == pytest.approx(0.01 + 2e-4 + 4e-6 * 100 + 5e-6)
     cost = cm.step_cost(shape)
     assert cost.ops[-1].name == "executor_overhead" and cost.total_s == pytest.approx(cm.stage_seconds(shape))
     assert cm.stage_seconds(BatchShape()) == base.stage_seconds(BatchShape())  # no overhead for an empty pass

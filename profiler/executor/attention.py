@@ -1,9 +1,11 @@
-"""Paged KV cache and varlen attention over it (torch; the reference path, used on CPU).
+"""Paged KV cache and varlen attention over it: torch on CPU, the profiler's Triton kernels on CUDA.
 
 The cache holds `num_blocks` blocks of `block_size` tokens per layer; which blocks a sequence owns
-is decided by the policies' KV manager (`Request.blocks`), never here. One packed pass holds prefill
-chunks (any number of new tokens on top of cached context) and decode tokens (one new token each);
-decodes are attended in one batched call, each prefill chunk in its own call.
+is decided by the policies' KV manager (`Request.blocks`), never here. One packed pass holds prompt
+chunks (any number of new tokens on top of cached context) and decode tokens (one new token each).
+On CPU each sequence is attended on its own (batched GEMMs over its KV heads), so a pass costs a
+per-sequence constant plus work in its query-key pairs and KV reads — what a cost model sees of a
+batch. On CUDA, one varlen flash-attention call for the prompts and one paged decode call.
 """
 from __future__ import annotations
 
@@ -148,22 +150,45 @@ def _prefill_kv(k_new, v_new, k_cache, v_cache, batch: AttentionBatch):
     return (k, v, torch.tensor(cu_q, dtype=torch.int32, device=dev), torch.tensor(cu_k, dtype=torch.int32, device=dev))
 
 
+def prefill_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_new: int, ctx: int) -> torch.Tensor:
+    """One prompt segment on CPU: q [n, Hq, D] against k/v [ctx + n, Hkv, D], bottom-right causal.
+
+    Scores as one batched GEMM per KV head ([G·n, D] @ [D, ctx+n]), masked softmax, then @ V: plain
+    MKL GEMMs, which on this CPU run faster and with far less run-to-run spread than SDPA's CPU
+    kernel (measured for one 256-token prompt, 4 heads x 64: 0.92 ms, p10-p90 0.91-0.96, vs SDPA
+    1.14-1.82 ms median across runs with p90 up to 2.2 ms).
+    """
+    n, hq, d = q.shape
+    total, hkv = k.shape[0], k.shape[1]
+    g = hq // hkv
+    qs = (q * (1.0 / math.sqrt(d))).view(n, hkv, g, d).permute(1, 2, 0, 3).reshape(hkv, g * n, d)
+    scores = torch.bmm(qs, k.permute(1, 2, 0))  # [Hkv, G·n, ctx+n]
+    mask = torch.arange(total, device=q.device)[None, :] > (ctx + torch.arange(n, device=q.device))[:, None]
+    scores.view(hkv, g, n, total).masked_fill_(mask, float("-inf"))
+    o = torch.bmm(torch.softmax(scores, dim=-1), v.transpose(0, 1))  # [Hkv, G·n, D]
+    return o.view(hkv, g, n, d).permute(2, 0, 1, 3).reshape(n, hq, d)
+
+
 def paged_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
                     v_cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
     """q [T, H, D]; k_new/v_new [T, Hkv, D] (already written to the cache); k/v_cache [NB, bs, Hkv, D].
 
     Returns o [T, H, D]. Query i of a segment with `ctx` cached tokens sees keys 0..ctx+i (causal).
-    CPU path: the profiler's torch varlen attention for prefill segments, `paged_decode_attention_cpu`
-    for decodes — the functions `llmsim profile` times on CPU.
+    CPU path: `prefill_attention_cpu` per prompt segment, `paged_decode_attention_cpu` for the decodes;
+    both cost a per-sequence constant plus work proportional to their query-key pairs and KV reads.
     """
-    from profiler.kernels.attention import flash_attention_varlen_ref
-
     out = torch.empty_like(q)
-    p = batch.num_prefill_rows
-    if batch.prefills:
-        k, v, cu_q, cu_k = _prefill_kv(k_new, v_new, k_cache, v_cache, batch)
-        out[:p] = flash_attention_varlen_ref(q[:p], k, v, cu_q, cu_k, causal=True)
+    hkv, d = k_cache.shape[2], k_cache.shape[3]
+    for seg in batch.prefills:
+        s, n, ctx = seg.start, seg.num_new, seg.ctx
+        if ctx == 0:  # whole prompt in this pass: its own K/V
+            k, v = k_new[s:s + n], v_new[s:s + n]
+        else:  # a later chunk: cached context + this chunk, read through the block table
+            k = k_cache[seg.blocks].view(-1, hkv, d)[:ctx + n]
+            v = v_cache[seg.blocks].view(-1, hkv, d)[:ctx + n]
+        out[s:s + n] = prefill_attention_cpu(q[s:s + n], k, v, n, ctx)
     if batch.decode_lens is not None:
+        p = batch.num_prefill_rows
         out[p:] = paged_decode_attention_cpu(q[p:], k_cache, v_cache, batch.decode_block_table, batch.decode_lens)
     return out
 

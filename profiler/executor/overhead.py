@@ -76,25 +76,70 @@ class OverheadFit:
         return self.per_pass_s + self.per_seq_s * num_seqs + self.per_token_s * num_tokens
 
 
-def fit_overhead(rows: list[tuple[int, int, float]]) -> OverheadFit:
-    """Non-negative least squares in relative error over (num_seqs, num_tokens, seconds) rows.
+@dataclass(frozen=True)
+class PassOverhead:
+    """Per-pass overhead with separate fits for decode-only passes and passes with prompt tokens (whose
+    glue scales with the tokens: embedding, residual adds and KV writes of every prompt token)."""
 
-    Rows at or below 0 s (an in-situ glue estimate that noise drove to 0) carry no relative information
-    and are left out; no rows at all gives a zero fit.
+    decode: OverheadFit
+    prompt: OverheadFit
+
+    def seconds(self, num_seqs: int, num_tokens: int, num_prefill_tokens: int) -> float:
+        fit = self.prompt if num_prefill_tokens > 0 else self.decode
+        return fit.seconds(num_seqs, num_tokens)
+
+    def plus(self, other: "PassOverhead") -> "PassOverhead":
+        def add(a: OverheadFit, b: OverheadFit) -> OverheadFit:
+            return OverheadFit(a.per_pass_s + b.per_pass_s, a.per_seq_s + b.per_seq_s, a.per_token_s + b.per_token_s)
+        return PassOverhead(add(self.decode, other.decode), add(self.prompt, other.prompt))
+
+
+def fit_pass_overhead(rows: list[tuple[int, int, float]]) -> PassOverhead:
+    """Decode rows (tokens == seqs) and prompt rows (tokens > seqs) fitted separately, in absolute error
+    with one outlier pass (in-situ glue is a difference of two pass times, so its noise is absolute, and
+    a load burst can spoil one row). A side without rows takes the other side's fit."""
+    dec = [r for r in rows if r[1] == r[0]]
+    pro = [r for r in rows if r[1] > r[0]]
+    fd = fit_overhead_robust(dec) if dec else None
+    fp = fit_overhead_robust(pro) if pro else None
+    fd = fd or fp or OverheadFit(0.0, 0.0, 0.0)
+    return PassOverhead(fd, fp or fd)
+
+
+def fit_overhead_robust(rows: list[tuple[int, int, float]]) -> OverheadFit:
+    """Absolute-error fit, then a refit without rows whose residual exceeds 3x the median absolute one."""
+    fit = fit_overhead(rows, relative=False)
+    res = np.array([abs(fit.seconds(s, t) - sec) for s, t, sec in rows])
+    mad = float(np.median(res))
+    keep = [r for r, e in zip(rows, res) if e <= 3 * mad] if mad > 0 else rows
+    return fit_overhead(keep, relative=False) if 3 <= len(keep) < len(rows) else fit
+
+
+def fit_overhead(rows: list[tuple[int, int, float]], relative: bool = True) -> OverheadFit:
+    """Non-negative least squares over (num_seqs, num_tokens, seconds) rows, in relative error (default)
+    or absolute error.
+
+    In relative error, rows at or below 0 s (an in-situ glue estimate that noise drove to 0) carry no
+    information and are left out; no rows at all gives a zero fit.
     """
-    rows = [r for r in rows if r[2] > 0]
+    if relative:
+        rows = [r for r in rows if r[2] > 0]
     if not rows:
         return OverheadFit(0.0, 0.0, 0.0)
     a = np.array([[1.0, s, t] for s, t, _ in rows])
     y = np.array([sec for _, _, sec in rows])
-    w = a / y[:, None]
+    if not relative:
+        w, target = a, y
+    else:
+        w = a / y[:, None]
+        target = np.ones_like(y)
     best, best_err = np.zeros(3), np.inf
     for mask in range(1, 8):  # every column subset; keep the best with non-negative coefficients
         idx = [c for c in range(3) if mask >> c & 1]
-        coef, *_ = np.linalg.lstsq(w[:, idx], np.ones_like(y), rcond=None)
+        coef, *_ = np.linalg.lstsq(w[:, idx], target, rcond=None)
         if np.any(coef < 0):
             continue
-        err = float(np.sum((w[:, idx] @ coef - 1.0) ** 2))
+        err = float(np.sum((w[:, idx] @ coef - target) ** 2))
         if err < best_err:
             best_err, best = err, np.zeros(3)
             best[idx] = coef
