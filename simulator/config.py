@@ -148,8 +148,8 @@ def validate_config(data: dict[str, Any], source: str | None = None) -> Config:
         raise UserError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Load a Config from a YAML or JSON file."""
+def read_mapping_file(path: str | Path, sections: str = "") -> dict[str, Any]:
+    """Read a YAML or JSON file whose top level is a mapping; syntax errors as `file:line:col`."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file {p}: not found")
@@ -165,9 +165,14 @@ def load_config(path: str | Path) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{p}: top level must be a mapping of sections "
-                        f"({', '.join(Config.model_fields)}), got {type(data).__name__}")
-    return validate_config(data, str(p))
+        raise UserError(f"{p}: top level must be a mapping of sections{sections}, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a Config from a YAML or JSON file."""
+    data = read_mapping_file(path, f" ({', '.join(Config.model_fields)})")
+    return validate_config(data, str(path))
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

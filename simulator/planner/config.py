@@ -6,16 +6,14 @@ either left unset (a default derived from the base scenario and the model) or gi
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, PositiveInt, ValidationError
 
 from hwmodels.config import Frozen, KVDType, WeightDType
 from hwmodels.errors import UserError, format_validation_error
-from simulator.config import Config
+from simulator.config import Config, read_mapping_file
 
 SchedulerKind = Literal["static", "orca", "vllm", "sarathi", "splitfuse"]
 CHUNKED_SCHEDULERS = ("sarathi", "splitfuse")  # the kinds that take `chunk_size`
@@ -93,18 +91,6 @@ class _AsInFile:
 
 def load_plan_config(path: str | Path) -> PlanConfig:
     """Load a scenario YAML/JSON file with an optional `plan:` section."""
+    data = read_mapping_file(path)
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {p}: not found")
-    text = p.read_text()
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        raise UserError(f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{p}: top level must be a mapping of sections, got {type(data).__name__}")
     return validate_plan_config(data, str(p))
