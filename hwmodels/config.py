@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 ComputeDType = Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"]
 WeightDType = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]

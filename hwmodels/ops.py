@@ -107,7 +107,7 @@ def token_ops(model: ModelSpec, parallel: ParallelConfig, quant: QuantConfig, nu
     then `logit_ops` for the sampled rows (pass num_logits=0 to leave those out)."""
     f = Formats.of(quant, native_dtypes)
     tp, pp, ep = parallel.tp, parallel.pp, parallel.ep
-    T, S = float(num_tokens), float(num_logits)
+    T = float(num_tokens)
     L = model.num_layers // pp
     h, hd = model.hidden_size, model.head_dim
     q_loc = model.num_heads // tp * hd
