@@ -8,6 +8,9 @@ machine's load average before and after each run (timing on a shared machine is 
 quietness). Target: |p50 TTFT|, |p50 TPOT|, |p50 e2e| < 10 %.
 
     python benchmarks/bench_validate.py [--clock wall|cpu|both] [--out DIR] [--record FILE]
+
+Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
+(`--record benchmarks/bench_validate.results.jsonl`).
 """
 from __future__ import annotations
 
