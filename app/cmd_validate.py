@@ -21,11 +21,10 @@ import gc
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -38,6 +37,9 @@ from simulator.config import Config, load_config, merge, validate_config
 from simulator.metrics import request_latencies, summarize
 from simulator.simulate import resolve, simulate
 from simulator.workload import build_workload
+
+if TYPE_CHECKING:
+    from profiler.executor.overhead import PassOverhead
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_LLAMA = REPO / "examples" / "tiny-llama" / "config.json"
