@@ -140,6 +140,16 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
         device_spec = write_device_spec(work_dir / "cpu.yaml", cpu_device_spec(quick=quick))
     spec = resolve_model(cfg.model)
     model = None
+    if profile is not None and not overhead_rows(profile, LOOP_OP, cfg.scheduler.kind):
+        # Rows are added below: work on a copy in work_dir, never on the user's file.
+        import shutil
+
+        if not Path(profile).is_file():
+            raise UserError(f"--profile = {str(profile)!r}: file not found")
+        copy = work_dir / f"profile-{Path(profile).stem}+executor.parquet"
+        if copy.resolve() != Path(profile).resolve():
+            shutil.copyfile(profile, copy)
+        profile = copy
     if profile is None:
         profile = work_dir / (f"profile-insitu-{clock}.parquet" if mode == "insitu" else "profile-sweep.parquet")
         if profile.exists():
