@@ -3,13 +3,15 @@
 Its loop is the simulator's replica loop with a real forward pass where the simulator asks the cost
 model: admit arrivals → `core.next_plan(now)` → run exactly that packed pass (prefill chunks and
 decode tokens) → greedy-sample → `core.complete(plan, now)` → record. Requests that arrive while a
-pass runs wait for the next pass, as in a real server. Time comes from a `Clock`: `WallClock` (real
-seconds since the run began; arrivals follow the workload's timestamps in real time) or
-`VirtualClock` (each pass takes a given function of its shape — to check the decisions against the
-simulator's with identical step times).
+pass runs wait for the next pass, as in a real server. Time comes from a clock: `WallClock` (real
+seconds since the run began; arrivals follow the workload's timestamps in real time), `CPUClock`
+(the executor thread's own CPU time, for shared machines) or `VirtualClock` (each pass takes a given
+function of its shape — to check the decisions against the simulator's with identical step times).
 
-NOTE: CPU threads are process-global in torch; callers choose them (`torch_threads`) and profile with
-the same count. On a 2-core machine 2 threads is best for the GEMMs; fewer leaves cores to Python.
+NOTE (threads): torch's CPU thread count is process-global; callers set it (`torch_threads`) and
+profile with the same count. `llmsim validate` uses 1: on a 2-core machine shared with other
+processes, 2 threads make every op wait at the OpenMP barrier whenever the other core is taken
+(measured 16:52 UTC: p90 of a 16x256x1376 matmul 16 ms with 2 threads vs 0.14 ms with 1).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from hwmodels.shapes import BatchShape
 from policies.core import ReplicaCore
 from policies.kv import make_kv_manager
 from policies.plan import BatchPlan
-from policies.request import Request
+from policies.request import FINISHED, REJECTED, Request
 from policies.schedulers import make_scheduler
 from profiler.executor.attention import PagedKVCache, build_batch
 from profiler.executor.model import LlamaModel
@@ -36,7 +38,7 @@ REQUEST_COLUMNS = ["id", "replica", "arrival_s", "scheduled_s", "first_token_s",
                    "reject_reason"]
 STEP_COLUMNS = ["replica", "start_s", "end_s", "batch_size", "num_tokens", "prefill_tokens", "decode_tokens",
                 "kv_used_blocks", "kv_free_blocks", "kv_tokens", "num_waiting", "num_running", "num_preempted"]
-STATE_NAMES = {0: "waiting", 1: "running", 2: "swapped", 3: "finished", 4: "rejected"}
+STATE_NAMES = {FINISHED: "finished", REJECTED: "rejected"}  # anything else: "unfinished" (as the simulator)
 
 
 class WallClock:
@@ -246,6 +248,7 @@ class Executor:
         i, n = 0, len(pending)
         wall0 = time.perf_counter()
         clock.start()
+
         def admit(now: float) -> int:  # queue everything that has arrived by `now`
             j = i
             while j < n and pending[j].arrival_s <= now:
@@ -292,6 +295,6 @@ class Executor:
 def requests_frame(reqs: list[Request]) -> pd.DataFrame:
     """One row per request, the simulator's `requests` schema."""
     rows = [(r.id, r.replica, r.arrival_s, r.scheduled_s, r.first_token_s, r.finish_s, r.prompt_len, r.output_len,
-             r.num_generated, r.num_preemptions, r.num_cached_tokens, STATE_NAMES.get(r.state, str(r.state)),
+             r.num_generated, r.num_preemptions, r.num_cached_tokens, STATE_NAMES.get(r.state, "unfinished"),
              r.reject_reason) for r in reqs]
     return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
