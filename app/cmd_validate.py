@@ -159,7 +159,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
             model = LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
             grid = {"grid": insitu_grid} if insitu_grid is not None else {}
             profile_insitu(model, profile, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
-                           min_time_s=0.06 if quick else 0.2, clock=clock, num_blocks=cfg.kv_cache.num_blocks or 0,
+                           min_time_s=0.09 if quick else 0.3, clock=clock, num_blocks=cfg.kv_cache.num_blocks or 0,
                            **grid)
         else:
             say(f"profiling {spec.name} kernels on this CPU (llmsim profile sweep) -> {profile}")

@@ -117,9 +117,24 @@ def _time_pass(model: LlamaModel, cache: PagedKVCache, seqs, block_size: int, pe
     return reps
 
 
+def _measure(kind: str, seqs, reps, calls, totals, kernel_sums) -> None:
+    """Pool one case's repetitions into per-(op, shape) call times and per-pass totals."""
+    b = len(seqs)
+    for total, rec in reps:
+        for op, key, sec in rec:
+            if op == "attention":
+                n, ctx = seqs[0]
+                key = ("decode", b, ctx + 1) if kind == "decode" else ("prefill", b, b * n, ctx)
+            calls[(op, key)].append(sec)
+        key_g = (b, sum(n for n, _ in seqs))
+        totals[key_g].append(total)
+        kernel_sums[key_g].append(sum(sec for _, _, sec in rec))
+
+
 def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, dtype: str = "fp32",
                    grid: InsituGrid = InsituGrid(), min_time_s: float = 0.05, min_reps: int = 3,
-                   max_reps: int = 50, seed: int = 0, clock: str = "wall", num_blocks: int = 0) -> int:
+                   max_reps: int = 50, seed: int = 0, clock: str = "wall", num_blocks: int = 0,
+                   rounds: int = 3) -> int:
     """Time every kernel of the executor inside synthetic passes; append rows to the table `out`.
 
     Returns the number of rows added. Shapes and keys follow `llmsim profile` (gemm m/n/k; rmsnorm,
@@ -144,21 +159,19 @@ def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, 
     calls: dict[tuple, list[float]] = defaultdict(list)
     totals: dict[tuple[int, int], list[float]] = defaultdict(list)
     kernel_sums: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for kind, seqs in cases:
-        for total, rec in _time_pass(model, cache, seqs, block_size, perm, min_time_s, min_reps, max_reps,
-                                     CLOCKS[clock]):
-            b = len(seqs)
-            for op, key, sec in rec:
-                if op == "attention":
-                    n, ctx = seqs[0]
-                    key = ("decode", b, ctx + 1) if kind == "decode" else ("prefill", b, b * n, ctx)
-                calls[(op, key)].append(sec)
-            key_g = (b, sum(n for n, _ in seqs))
-            totals[key_g].append(total)
-            kernel_sums[key_g].append(sum(sec for _, _, sec in rec))
+    # NOTE: the grid is swept `rounds` times, each with 1/rounds of the sampling budget, and samples are
+    # pooled: a burst of foreign load then spoils part of every row's samples (which the median drops)
+    # rather than all samples of the rows measured during it.
+    for _ in range(rounds):
+        for kind, seqs in cases:
+            _measure(kind, seqs, _time_pass(model, cache, seqs, block_size, perm, min_time_s / rounds,
+                                            max(1, -(-min_reps // rounds)), max(1, max_reps // rounds),
+                                            CLOCKS[clock]), calls, totals, kernel_sums)
 
     label = device_name(model.device.type)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
     out_rows = []
 
     def add(op, samples, name, flops, nbytes, **shape):
