@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -52,8 +51,8 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"llmsim dashboard on {url} (Ctrl+C to stop)")
         env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-        try:
-            rc = subprocess.call(cmd, env=env)
-        except KeyboardInterrupt:
-            rc = 0
-        raise typer.Exit(rc)
+        sys.stdout.flush()
+        # Become the Streamlit server (exec, not a child process): a signal to `llmsim dashboard`
+        # (Ctrl+C, a supervisor's SIGTERM, a test's terminate()) then stops the server itself
+        # instead of leaving an orphaned one listening.
+        os.execvpe(cmd[0], cmd, env)
