@@ -10,9 +10,10 @@ forward passes (profiler.executor.insitu), plus the pass glue around the kernels
 measurements, never from the executor's serving timings. Errors are signed: simulated / measured − 1.
 The executor and the simulator build their ReplicaCore from the same config with the same factories.
 
-Clock: "wall" times the executor in real time (arrivals at their workload timestamps); on a shared
-machine other processes take the core away mid-pass, so "cpu" measures the executor thread's own CPU
-time (idle gaps jump to the next arrival) and profiles with the same clock; "auto" picks by load.
+Clock: "wall" times the executor in real time (arrivals at their workload timestamps). On a shared
+machine other processes take the core away mid-pass (and load can rise mid-run), so the CLI default
+"cpu" measures the executor thread's own CPU time — idle gaps jump to the next arrival, arrivals keep
+their timestamps on that clock — and profiles with the same clock; on an idle machine the two agree.
 """
 from __future__ import annotations
 
@@ -592,9 +593,10 @@ def register(app: typer.Typer) -> None:
         profile_mode: str = typer.Option("insitu", "--profile-mode",
                                          help="insitu: kernels timed inside executor passes | sweep: `llmsim "
                                               "profile` kernel sweep (when no --profile is given)"),
-        clock: str = typer.Option("auto", help="executor and profile clock: wall (real time) | cpu (the executor "
-                                               "thread's CPU time: a core of its own on a shared machine) | auto "
-                                               "(wall if the 1-min load average is <= 0.5, else cpu)"),
+        clock: str = typer.Option("cpu", help="executor and profile clock: cpu (the executor thread's CPU time: "
+                                              "a core of its own even on a shared machine; equals real time on an "
+                                              "idle one) | wall (real time: use on a dedicated machine) | auto (wall "
+                                              "if the 1-min load average is <= 0.5, else cpu)"),
         pin: bool = typer.Option(True, "--pin/--no-pin", help="run profile and executor on one core (1 thread)"),
         as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     ) -> None:
