@@ -601,6 +601,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     ) -> None:
         """Real executor vs simulator on the same config: per-metric errors, JSON, and an HTML report."""
+        try:
+            import torch  # noqa: F401  (the executor is a torch model)
+        except ModuleNotFoundError:
+            raise UserError("llmsim validate runs a real torch model: pip install 'llmsim[profile]'") from None
         if not (0 < max_error):
             raise UserError(f"--max-error = {max_error}: must be > 0")
         checked = [c.strip() for c in check.split(",") if c.strip()]
