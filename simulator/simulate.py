@@ -64,6 +64,21 @@ def resolve(cfg: Config, cost_model: CostModel | None = None) -> Scenario:
     return Scenario(model, gpu, mem, cost_model, num_blocks, max_model_len, usd, swap_s, host_blocks)
 
 
+def cost_model_notes(cfg: Config, sc: Scenario) -> list[str]:
+    """Say where a profiled cost model's timings come from, and warn when that device does not look like
+    the simulated accelerator (the table's timings are then applied as if measured on it)."""
+    fit = getattr(sc.cost_model, "fit", None)
+    device = str(getattr(fit, "device", "") or "")
+    if cfg.cost_model.kind != "profiled" or not device:
+        return []
+    notes = [f"cost model: profile {cfg.cost_model.profile} measured on {device!r}, applied to {sc.gpu.name}"]
+    family = "cpu" if sc.gpu.vendor.lower() == "cpu" else sc.gpu.name.lower().split("-")[0]
+    if family not in device.lower():
+        notes.append(f"warning: the profile's device {device!r} does not look like the simulated accelerator "
+                     f"{sc.gpu.name!r}; profile the target device, or pick the matching --gpu/--gpu-file")
+    return notes
+
+
 def engine_spec(cfg: Config, sc: Scenario) -> EngineSpec:
     return EngineSpec(cost_model=sc.cost_model, scheduler_cfg=cfg.scheduler, kv_cfg=cfg.kv_cache,
                       router_cfg=cfg.router, num_replicas=cfg.parallel.replicas, num_kv_blocks=sc.num_kv_blocks,
@@ -115,6 +130,7 @@ def simulate(cfg: Config, *, requests: Sequence[Request] | None = None, cost_mod
         wl = build_workload(cfg.workload, cfg.simulation.seed)
         notes += list(getattr(wl, "notes", ()) or ())
         requests = wl.to_requests()
+    notes += cost_model_notes(cfg, sc)
     raw: RawResult = run_engine(engine_spec(cfg, sc), requests, progress)
     req_df = requests_frame(raw.requests)
     steps_df = steps_frame(raw.steps)

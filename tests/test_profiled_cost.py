@@ -361,3 +361,26 @@ def test_curve_never_overshoots_its_neighbours(xs, ts, frac):
     assert lo * (1 - 1e-9) <= got[0] <= hi * (1 + 1e-9)
     for xi, ti in zip(xs, ts):
         assert c.query(1.0, xi) == (pytest.approx(ti), True)
+
+
+def test_simulate_names_the_profile_device_and_warns_on_a_mismatch(tmp_path, table):
+    import json as _json
+
+    from simulator.config import Config
+    from simulator.simulate import simulate
+
+    hf = tmp_path / "config.json"
+    hf.write_text(_json.dumps({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+                               "vocab_size": 256, "max_position_embeddings": 512}))
+    gpu = tmp_path / "synthetic.yaml"
+    gpu.write_text("name: synthetic-1\nvendor: synthetic\npeak_flops_per_s: {fp32: 2.0e11}\n"
+                   "hbm_bytes: 8.0e9\nhbm_bytes_per_s: 2.0e10\n")
+    base = {"model": {"hf_config": str(hf)}, "quant": {"dtype": "fp32"},
+            "cost_model": {"kind": "profiled", "profile": str(table)},
+            "workload": {"kind": "synthetic", "num_requests": 5, "input_len": {"kind": "fixed", "value": 32},
+                         "output_len": {"kind": "fixed", "value": 4}}}
+    same = simulate(Config.model_validate({**base, "hardware": {"gpu_file": str(gpu)}})).summary["notes"]
+    assert any(DEV in n for n in same) and not any(n.startswith("warning") for n in same)
+    other = simulate(Config.model_validate({**base, "hardware": {"gpu": "h100-sxm"}})).summary["notes"]
+    assert any(n.startswith("warning") and "h100-sxm" in n for n in other)
