@@ -36,6 +36,7 @@ from hwmodels.errors import UserError
 from hwmodels.shapes import BatchShape
 from simulator.config import Config, load_config, merge, validate_config
 from simulator.metrics import request_latencies, summarize
+from simulator.results import json_ready
 from simulator.simulate import resolve, simulate
 from simulator.workload import build_workload
 
@@ -246,7 +247,7 @@ class ValidationResult:
         self.simulated_steps.to_parquet(out / "simulated_steps.parquet", index=False)
 
     def as_json(self) -> dict:
-        return _json_ready({
+        return json_ready({
             "errors": self.errors, "measured": self.measured, "simulated": self.simulated,
             "step_time": _step_stats(self.measured_steps, self.predicted_step_s, self.simulated_steps),
             "capacity_per_s": self.capacity_per_s, "rate_per_s": self.rate_per_s,
@@ -454,18 +455,6 @@ def _step_stats(meas_steps: pd.DataFrame, predicted: np.ndarray, sim_steps: pd.D
             if m.any():
                 out[f"{name}_predicted_over_measured_sum"] = float(predicted[m].sum() / d[m].sum()) - 1.0
     return out
-
-
-def _json_ready(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 # ---------------------------------------------------------------------------------------------- output

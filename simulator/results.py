@@ -24,12 +24,12 @@ FILES = ("requests.parquet", "steps.parquet", "itl_s.npy", "summary.json", "memo
 FORMAT_VERSION = 1
 
 
-def _json_ready(x: Any) -> Any:
+def json_ready(x: Any) -> Any:
     """Plain JSON types: numpy scalars → Python, NaN/inf → None."""
     if isinstance(x, dict):
-        return {str(k): _json_ready(v) for k, v in x.items()}
+        return {str(k): json_ready(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
+        return [json_ready(v) for v in x]
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -70,8 +70,8 @@ class SimulationResult:
             self.requests.to_parquet(out / "requests.parquet", index=False)
             self.steps.to_parquet(out / "steps.parquet", index=False)
             np.save(out / "itl_s.npy", np.asarray(self.itl_s, dtype=np.float64))
-            (out / "summary.json").write_text(json.dumps(_json_ready(self.summary), indent=2) + "\n")
-            (out / "memory.json").write_text(json.dumps(_json_ready(self.memory), indent=2) + "\n")
+            (out / "summary.json").write_text(json.dumps(json_ready(self.summary), indent=2) + "\n")
+            (out / "memory.json").write_text(json.dumps(json_ready(self.memory), indent=2) + "\n")
             (out / "config.yaml").write_text(yaml.safe_dump(_config_data(self.config), sort_keys=False))
             (out / MANIFEST).write_text(json.dumps({"llmsim_result": FORMAT_VERSION, "files": list(FILES)},
                                                    indent=2) + "\n")
