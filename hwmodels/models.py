@@ -194,7 +194,8 @@ def list_models() -> list[ModelSpec]:
 HF_FAMILIES = ("llama", "mistral", "mixtral", "qwen2", "gpt2", "gpt_neox", "opt")
 
 
-def _load_hf(path_or_dict: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+def read_hf_config(path_or_dict: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """The parsed `config.json` (a file, a model directory, or a dict), where it came from, a default name."""
     if isinstance(path_or_dict, dict):
         return path_or_dict, "<dict>", str(path_or_dict.get("_name_or_path", "") or "hf-model")
     p = Path(path_or_dict)
@@ -213,7 +214,7 @@ def _load_hf(path_or_dict: str | Path | dict[str, Any]) -> tuple[dict[str, Any],
 
 def from_hf_config(path_or_dict: str | Path | dict[str, Any], name: str | None = None) -> ModelSpec:
     """A ModelSpec from a Hugging Face `config.json` (file, model directory, or the parsed dict)."""
-    cfg, where, default_name = _load_hf(path_or_dict)
+    cfg, where, default_name = read_hf_config(path_or_dict)
     mt = cfg.get("model_type")
     if mt not in HF_FAMILIES:
         raise UserError(f"{where}: model_type = {mt!r}: not supported; allowed: {', '.join(HF_FAMILIES)}")

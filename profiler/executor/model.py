@@ -10,7 +10,6 @@ FLOPs of one pass (nanoGPT-style, per token, one layer): 2·E·(H+2·Hkv)·D (QK
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from hwmodels.errors import UserError
+from hwmodels.models import read_hf_config
 from profiler.executor.attention import AttentionBatch, paged_attention, paged_attention_triton
 
 
@@ -75,15 +75,7 @@ class LlamaDims:
     @classmethod
     def from_hf_config(cls, path: str | Path) -> "LlamaDims":
         """Read a Hugging Face Llama `config.json` (a file, or a directory holding one)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / "config.json"
-        if not p.is_file():
-            raise UserError(f"model.hf_config = {str(path)!r}: no config.json there")
-        try:
-            raw = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        raw, p, _ = read_hf_config(path)
         need = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"]
         missing = [k for k in need if k not in raw]
         if missing:
