@@ -119,7 +119,7 @@ def small_run(tmp_path_factory):
     from profiler.executor.insitu import InsituGrid
 
     # A small grid keeps the test fast; the in-situ profiler, table, fit and cost model are the real ones.
-    grid = InsituGrid(decode_seqs=(1, 4, 16), decode_contexts=(16, 64), prefill=((1, 8), (1, 32), (1, 64), (2, 64)),
+    grid = InsituGrid(decode_seqs=(1, 4, 16), decode_contexts=(16, 64), decode_extra=(), mixed=(), prefill=((1, 8), (1, 32), (1, 64), (2, 64)),
                       chunks=((16, 32),))
     res = run_validation(grid_cfg, work_dir=d / "out", load=0.5, threads=1, quick=True, clock="cpu", insitu_grid=grid)
     return res, d
@@ -160,7 +160,7 @@ def test_insitu_profile_rows_use_the_sweep_keys(tmp_path):
 
     dims = LlamaDims(hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=200,
                      max_position=256)
-    grid = InsituGrid(decode_seqs=(1, 3), decode_contexts=(16,), prefill=((1, 8), (2, 16), (1, 512)),
+    grid = InsituGrid(decode_seqs=(1, 3), decode_contexts=(16,), decode_extra=((2, 16),), mixed=((8, 0, 2, 16),), prefill=((1, 8), (2, 16), (1, 512)),
                       chunks=((8, 16),))
     n = profile_insitu(LlamaModel(dims), tmp_path / "t.parquet", block_size=8, grid=grid, min_time_s=0.0,
                        min_reps=2, max_reps=2, clock="cpu")
@@ -171,9 +171,9 @@ def test_insitu_profile_rows_use_the_sweep_keys(tmp_path):
     g = df[df.op == "gemm"]
     # qkv (4+2·2 heads x 16), o, gate+up (2·96), down, lm_head (vocab 200)
     assert {(int(r.n), int(r.k)) for r in g.itertuples()} == {(128, 64), (64, 64), (192, 64), (64, 96), (200, 64)}
-    assert set(g[(g.n == 128)].m) == {1, 3, 8, 32}  # qkv over the decode, prompt and chunk token counts
+    assert set(g[(g.n == 128)].m) == {1, 2, 3, 8, 10, 32}  # qkv over decode (incl. extra), prompt, chunk, mixed tokens
     dec = df[df.op == "attention_decode"]
-    assert set(zip(dec.num_seqs, dec.context_len)) == {(1, 17), (3, 17)}  # context includes the new token
+    assert set(zip(dec.num_seqs, dec.context_len)) == {(1, 17), (3, 17)}  # context incl. the new token; extras: GEMMs only
     pre = df[df.op == "attention_prefill"]
     assert set(zip(pre.num_seqs, pre.num_tokens, pre.context_len)) == {(1, 8, 0), (2, 32, 0), (1, 8, 16)}
     kern = df.op != "executor_overhead"

@@ -8,8 +8,11 @@ forward over a grid of synthetic passes, times each kernel call in place (perf_c
 and writes one profile-table row per (op, shape) — median over calls and repetitions — in the same
 schema and keys as `llmsim profile`, so `ProfiledCostModel` reads it unchanged. The pass time not spent
 in any timed kernel (embedding, residual adds, KV writes, batch building, sampling) becomes the op
-`executor_overhead` (median of the same pass run without instrumentation, minus the median sum of its
-timed kernels). No row is derived from a serving run: each pass is synthetic and isolated.
+`executor_overhead`: per instrumented pass, its total minus its timed kernels and the clock reads around
+them (a difference within one pass, so kernel noise cancels); median over passes. Every timed call is
+net of one clock read (`clock_overhead`). Synthetic sequences lie on KV blocks laid out as the
+configured KV manager lays out served ones (`profiler.executor.layout`). No row is derived from a
+serving run: each pass is synthetic and isolated.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,6 +29,7 @@ import torch
 from hwmodels.profiled import attention_work, causal_pairs, elementwise_work, gemm_work
 from profiler.devices import device_name, run_metadata
 from profiler.executor.attention import PagedKVCache, build_batch
+from profiler.executor.layout import block_order
 from profiler.executor.model import LlamaModel
 from profiler.executor.overhead import OP as OVERHEAD_OP
 from profiler.table import append_rows, row
@@ -38,6 +43,11 @@ class InsituGrid:
 
     decode_seqs: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
     decode_contexts: tuple[int, ...] = (16, 32, 64, 128, 192, 256, 384, 512)
+    # GEMM time on CPU is not smooth in m at small m (MKL register blocking: measured 2026-11-25 for the
+    # 512x1024 weight, m=5 and m=7 take 199 and 232 us vs 170/204/210 us at m=4/6/8, so interpolating
+    # odd m between even ones is ~10 % low): every batch size up to 16 gets a GEMM row, at two contexts.
+    decode_extra: tuple[tuple[int, int], ...] = tuple((b, c) for b in (5, 7, 9, 10, 11, 13, 14, 15, 20, 28, 40, 56)
+                                                      for c in (64, 256))
     # GEMM time is not a power law in tokens on CPU (MKL blocking): midpoints keep log-log interpolation
     # within ~1 % (vs ~3.6 % between powers of two, measured for the 256x1376 weight here).
     prefill: tuple[tuple[int, int], ...] = (
@@ -45,13 +55,19 @@ class InsituGrid:
                            1024)),
         (2, 64), (2, 128), (2, 256), (2, 512), (3, 128), (4, 128), (4, 256), (4, 512))
     chunks: tuple[tuple[int, int], ...] = tuple((n, c) for n in (16, 64, 128, 192, 256) for c in (32, 128, 256))
+    # (chunk tokens, chunk context, decodes, decode context): the mixed passes of chunked-prefill schedulers,
+    # for the glue of a pass with both kinds of rows (and GEMM rows at their token counts).
+    mixed: tuple[tuple[int, int, int, int], ...] = tuple((n, c, b, 128) for n in (16, 64, 256) for c in (0, 128)
+                                                         for b in (4, 16))
 
 
 def passes(grid: InsituGrid) -> list[tuple[str, list[tuple[int, int]]]]:
     """(kind, [(num_new, ctx), ...]) of every synthetic pass."""
     out = [("decode", [(1, c)] * b) for b in grid.decode_seqs for c in grid.decode_contexts]
+    out += [("decode-gemm", [(1, c)] * b) for b, c in grid.decode_extra]
     out += [("prefill", [(length, 0)] * b) for b, length in grid.prefill]
     out += [("chunk", [(n, c)]) for n, c in grid.chunks]
+    out += [("mixed", [(n, c)] + [(1, dc)] * b) for n, c, b, dc in grid.mixed]
     return out
 
 
@@ -87,9 +103,20 @@ def _num_blocks(seqs, block_size: int) -> int:
     return sum(-(-(n + c) // block_size) for n, c in seqs)
 
 
+def _cases(model: LlamaModel, grid: InsituGrid) -> list[tuple[str, list[tuple[int, int]]]]:
+    return [(k, seqs) for k, seqs in passes(grid) if max(n + c for n, c in seqs) <= model.dims.max_position]
+
+
+def need_blocks(model: LlamaModel, grid: InsituGrid = InsituGrid(), block_size: int = 16, num_blocks: int = 0) -> int:
+    """KV blocks the grid's largest pass (plus the conditioning pass) needs, at least num_blocks."""
+    need = max(_num_blocks(seqs, block_size) for _, seqs in _cases(model, grid)) + _num_blocks(CONDITION, block_size)
+    return max(need, num_blocks)
+
+
 def _time_pass(model: LlamaModel, cache: PagedKVCache, seqs, block_size: int, perm: np.ndarray, min_time_s: float,
                min_reps: int, max_reps: int, clock=time.perf_counter):
-    """Per repetition: (seconds of an untimed pass, [(op, key, seconds), ...] of an instrumented pass).
+    """Per repetition: (seconds of an untimed pass, seconds of an instrumented pass, [(op, key, seconds), ...]
+    of its kernel calls).
 
     NOTE: a pass with prompt tokens is measured right after a small decode pass on other blocks
     (CONDITION), as in serving, where prompt passes come between decode passes (measured: repeating a
@@ -109,32 +136,58 @@ def _time_pass(model: LlamaModel, cache: PagedKVCache, seqs, block_size: int, pe
     while len(reps) < min_reps or (spent < min_time_s and len(reps) < max_reps):
         rec: list = []
         condition()
-        spent += one(rec)
+        dt_rec = one(rec)
         condition()
         dt = one()  # the same pass without instrumentation: its total carries no timer overhead
-        reps.append((dt, rec))
-        spent += dt
+        reps.append((dt, dt_rec, rec))
+        spent += dt + dt_rec
     return reps
 
 
-def _measure(kind: str, seqs, reps, calls, totals, kernel_sums) -> None:
-    """Pool one case's repetitions into per-(op, shape) call times and per-pass totals."""
+def clock_overhead(clock, n: int = 2001) -> float:
+    """Median seconds between two back-to-back reads of `clock`: what one timed interval carries on top of
+    the call it times (measured on this VM: ~0.44 us for thread CPU time, a system call; ~0.04 us for
+    perf_counter)."""
+    d = []
+    for _ in range(n):
+        a = clock()
+        d.append(clock() - a)
+    return float(np.median(d))
+
+
+def _measure(kind: str, seqs, reps, calls, glue, checks, overhead: float = 0.0) -> None:
+    """Pool one case's repetitions into per-(op, shape) call times and per-pass glue samples.
+
+    Each timed call carries one clock read on top of the kernel (`overhead`, taken off); the pass's glue
+    is its instrumented total minus its own timed calls and the 2 clock reads around each: a difference
+    within one pass, so the kernels' run-to-run noise cancels. `checks` gets (untimed pass, instrumented
+    pass minus its clock reads) pairs: the instrumentation's effect on the pass, for the record."""
     b = len(seqs)
-    for total, rec in reps:
+    for untimed, instrumented, rec in reps:
+        n = len(rec)
+        raw = sum(sec for _, _, sec in rec)
+        key_g = (b, sum(nn for nn, _ in seqs))
+        glue[key_g].append(max(0.0, instrumented - raw - n * overhead))
+        checks.append((untimed, instrumented - 2 * n * overhead))
+        rec = [(op, key, max(0.0, sec - overhead)) for op, key, sec in rec]
         for op, key, sec in rec:
+            if op == "attention" and kind in ("decode-gemm", "mixed"):
+                # NOTE: decode-gemm passes give GEMM rows at every small batch size; their attention, at two
+                # contexts only, would make a curve of its own that log-log interpolation overestimates
+                # between them (a + c·context is convex in log-log): the full decode grid carries attention.
+                # A mixed pass's one attention call covers prompt and decode rows: no row to file it under.
+                continue
             if op == "attention":
                 n, ctx = seqs[0]
                 key = ("decode", b, ctx + 1) if kind == "decode" else ("prefill", b, b * n, ctx)
             calls[(op, key)].append(sec)
-        key_g = (b, sum(n for n, _ in seqs))
-        totals[key_g].append(total)
-        kernel_sums[key_g].append(sum(sec for _, _, sec in rec))
 
 
 def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, dtype: str = "fp32",
                    grid: InsituGrid = InsituGrid(), min_time_s: float = 0.05, min_reps: int = 3,
                    max_reps: int = 50, seed: int = 0, clock: str = "wall", num_blocks: int = 0,
-                   rounds: int = 3) -> int:
+                   rounds: int = 3, cache: PagedKVCache | None = None,
+                   block_runs: Sequence[int] | None = None) -> int:
     """Time every kernel of the executor inside synthetic passes; append rows to the table `out`.
 
     Returns the number of rows added. Shapes and keys follow `llmsim profile` (gemm m/n/k; rmsnorm,
@@ -142,71 +195,115 @@ def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, 
     sequences x tokens x cached context), so `ProfiledCostModel` interpolates them as it does a sweep.
     clock "wall": perf_counter; "cpu": this thread's CPU time (one torch thread), which leaves out the time
     other processes hold the core — the same clock as the executor's CPUClock. num_blocks: size the KV
-    cache as the served one (its blocks are drawn at random from all of it, so KV reads and writes
-    touch memory as spread out as in serving); 0: just what the grid needs.
+    cache as the served one (synthetic sequences' blocks are spread over all of it, as served ones
+    are); 0: just what the grid needs. cache: profile on this cache (the one the executor will serve
+    from: same memory, same placement) instead of a new one; it must hold at least
+    `need_blocks(model, grid, block_size, num_blocks)` blocks. block_runs: lengths of the runs of
+    consecutive blocks served sequences have (`profiler.executor.layout.decode_block_runs`); synthetic
+    sequences get runs drawn from them. None: every block scattered at random.
     """
-    if clock not in CLOCKS:
-        raise ValueError(f"clock={clock!r}: allowed {sorted(CLOCKS)}")
-    dims = model.dims
-    d, nh, hkv = dims.head_dim, dims.num_heads, dims.num_kv_heads
-    item = torch.tensor([], dtype=model.dtype).element_size()
-    cases = [(k, seqs) for k, seqs in passes(grid) if max(n + c for n, c in seqs) <= dims.max_position]
-    need = max(_num_blocks(seqs, block_size) for _, seqs in cases) + _num_blocks(CONDITION, block_size)
-    need = max(need, num_blocks)
-    cache = PagedKVCache(dims.num_layers, need, block_size, hkv, d, model.dtype, model.device)
-    # Scattered block ids, as a paged KV manager hands them out after some churn.
-    perm = np.random.default_rng(seed).permutation(need)
-    calls: dict[tuple, list[float]] = defaultdict(list)
-    totals: dict[tuple[int, int], list[float]] = defaultdict(list)
-    kernel_sums: dict[tuple[int, int], list[float]] = defaultdict(list)
-    # NOTE: the grid is swept `rounds` times, each with 1/rounds of the sampling budget, and samples are
-    # pooled: a burst of foreign load then spoils part of every row's samples (which the median drops)
-    # rather than all samples of the rows measured during it.
-    for _ in range(rounds):
-        for kind, seqs in cases:
-            _measure(kind, seqs, _time_pass(model, cache, seqs, block_size, perm, min_time_s / rounds,
-                                            max(1, -(-min_reps // rounds)), max(1, max_reps // rounds),
-                                            CLOCKS[clock]), calls, totals, kernel_sums)
-
-    label = device_name(model.device.type)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    session = InsituSession(model, block_size=block_size, dtype=dtype, grid=grid, seed=seed, clock=clock,
+                            num_blocks=num_blocks, cache=cache, block_runs=block_runs)
+    session.measure(rounds, min_time_s / rounds, min_reps, max_reps, rounds)
+    return session.write(out)
 
 
-    out_rows = []
+class InsituSession:
+    """In-situ samples pooled over any number of sittings (`measure`), written as one table (`write`).
 
-    def add(op, samples, name, flops, nbytes, **shape):
-        a = np.asarray(samples)
-        p10, med, p90 = np.percentile(a, [10, 50, 90])
-        out_rows.append(row(label, op, IMPL, dtype, med, p10, p90, a.size, flops=flops, nbytes=nbytes, name=name,
-                            measured_at=now, **shape))
+    `llmsim validate` measures part of the rounds before the served run and the rest after it, so that
+    a slow drift of the machine's speed during the run (measured on this VM: +-3 % over minutes, common to
+    every kernel) averages out of the cost model to first order instead of landing in it whole.
+    """
 
-    for (op, key), samples in sorted(calls.items(), key=lambda kv: str(kv[0])):
-        if op == "gemm":
-            m, n, k = key
-            add("gemm", samples, "gemm", *gemm_work(m, n, k, item), m=m, n=n, k=k)
-        elif op in ("rmsnorm", "swiglu"):
-            t, width = key
-            add(op, samples, op, *elementwise_work(op, t, width, item), num_tokens=t, hidden=width)
-        elif op == "rope":
-            t, heads, hd = key
-            add("rope", samples, "rope", *elementwise_work("rope", t, heads * hd, item), num_tokens=t,
-                num_heads=heads, head_dim=hd)
-        elif key[0] == "decode":
-            _, b, ctx = key
-            add("attention_decode", samples, "attention", *attention_work(b * ctx, b, b * ctx, nh, hkv, d, item),
-                num_seqs=b, num_tokens=b, context_len=ctx, num_heads=nh, num_kv_heads=hkv, head_dim=d,
-                block_size=block_size)
-        else:
-            _, b, t, ctx = key
-            lq = t // b
-            pairs = b * causal_pairs(lq, lq + ctx)
-            add("attention_prefill", samples, "attention", *attention_work(pairs, t, b * (lq + ctx), nh, hkv, d, item),
-                num_seqs=b, num_tokens=t, context_len=ctx, num_heads=nh, num_kv_heads=hkv, head_dim=d)
-    for (b, t), samples in sorted(totals.items()):
-        # glue = untimed pass − timed kernels (medians; the kernels' own timer reads are ~1 % of them)
-        g = max(0.0, float(np.median(samples) - np.median(kernel_sums[(b, t)])))
-        out_rows.append(row(label, OVERHEAD_OP, IMPL, dtype, g, g, g, len(samples), name="glue", measured_at=now,
-                            num_seqs=b, num_tokens=t, block_size=block_size))
-    meta = run_metadata(model.device.type, note=f"in-situ: every kernel timed inside executor passes "
-                                                f"({len(cases)} synthetic passes, {clock} clock), model {dims}")
-    return append_rows(out, out_rows, meta)
+    def __init__(self, model: LlamaModel, *, block_size: int = 16, dtype: str = "fp32",
+                 grid: InsituGrid = InsituGrid(), seed: int = 0, clock: str = "wall", num_blocks: int = 0,
+                 cache: PagedKVCache | None = None, block_runs: Sequence[int] | None = None) -> None:
+        if clock not in CLOCKS:
+            raise ValueError(f"clock={clock!r}: allowed {sorted(CLOCKS)}")
+        dims = model.dims
+        self.model, self.block_size, self.dtype, self.clock = model, block_size, dtype, clock
+        self.cases = _cases(model, grid)
+        need = need_blocks(model, grid, block_size, num_blocks)
+        if cache is None:
+            cache = PagedKVCache(dims.num_layers, need, block_size, dims.num_kv_heads, dims.head_dim, model.dtype,
+                                 model.device)
+        elif cache.num_blocks < need or cache.block_size != block_size:
+            raise ValueError(f"cache: {cache.num_blocks} blocks of {cache.block_size}; the grid needs {need} of "
+                             f"{block_size}")
+        self.cache = cache
+        # Block ids as a paged KV manager hands them out after some churn: runs of consecutive ids.
+        self.perm = block_order(cache.num_blocks, block_runs, seed)
+        self.calls: dict[tuple, list[float]] = defaultdict(list)
+        self.glue: dict[tuple[int, int], list[float]] = defaultdict(list)
+        self.checks: list[tuple[float, float]] = []
+        self.overhead = clock_overhead(CLOCKS[clock])
+
+    def measure(self, rounds: int, min_time_s: float, min_reps: int, max_reps: int, total_rounds: int) -> None:
+        """Sweep the grid `rounds` times, each case for min_time_s and min/max_reps / total_rounds reps.
+
+        NOTE: samples of every round are pooled: a burst of foreign load then spoils part of every row's
+        samples (which the median drops) rather than all samples of the rows measured during it.
+        """
+        for _ in range(rounds):
+            for kind, seqs in self.cases:
+                reps = _time_pass(self.model, self.cache, seqs, self.block_size, self.perm, min_time_s,
+                                  max(1, -(-min_reps // total_rounds)), max(1, max_reps // total_rounds),
+                                  CLOCKS[self.clock])
+                _measure(kind, seqs, reps, self.calls, self.glue, self.checks, self.overhead)
+
+    def instrumentation_check(self) -> dict:
+        """Median of (instrumented pass net of its clock reads) / (untimed pass) − 1, and the clock's read
+        time: how far timing every kernel perturbs a pass (a few % would show in the glue rows)."""
+        ratio = np.array([i / u for u, i in self.checks if u > 0])
+        return {"instrumented_over_untimed": float(np.median(ratio)) - 1.0 if ratio.size else None,
+                "clock_read_s": self.overhead}
+
+    def write(self, out: str | Path) -> int:
+        """Append one row per (op, shape) and per glue shape (medians of all samples so far) to `out`."""
+        model, dtype, block_size, clock = self.model, self.dtype, self.block_size, self.clock
+        calls, glue = self.calls, self.glue
+        dims = model.dims
+        d, nh, hkv = dims.head_dim, dims.num_heads, dims.num_kv_heads
+        item = torch.tensor([], dtype=model.dtype).element_size()
+        cases = self.cases
+        label = device_name(model.device.type)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out_rows = []
+
+        def add(op, samples, name, flops, nbytes, **shape):
+            a = np.asarray(samples)
+            p10, med, p90 = np.percentile(a, [10, 50, 90])
+            out_rows.append(row(label, op, IMPL, dtype, med, p10, p90, a.size, flops=flops, nbytes=nbytes,
+                                name=name, measured_at=now, **shape))
+
+        for (op, key), samples in sorted(calls.items(), key=lambda kv: str(kv[0])):
+            if op == "gemm":
+                m, n, k = key
+                add("gemm", samples, "gemm", *gemm_work(m, n, k, item), m=m, n=n, k=k)
+            elif op in ("rmsnorm", "swiglu"):
+                t, width = key
+                add(op, samples, op, *elementwise_work(op, t, width, item), num_tokens=t, hidden=width)
+            elif op == "rope":
+                t, heads, hd = key
+                add("rope", samples, "rope", *elementwise_work("rope", t, heads * hd, item), num_tokens=t,
+                    num_heads=heads, head_dim=hd)
+            elif key[0] == "decode":
+                _, b, ctx = key
+                add("attention_decode", samples, "attention",
+                    *attention_work(b * ctx, b, b * ctx, nh, hkv, d, item), num_seqs=b, num_tokens=b,
+                    context_len=ctx, num_heads=nh, num_kv_heads=hkv, head_dim=d, block_size=block_size)
+            else:
+                _, b, t, ctx = key
+                lq = t // b
+                pairs = b * causal_pairs(lq, lq + ctx)
+                add("attention_prefill", samples, "attention",
+                    *attention_work(pairs, t, b * (lq + ctx), nh, hkv, d, item), num_seqs=b, num_tokens=t,
+                    context_len=ctx, num_heads=nh, num_kv_heads=hkv, head_dim=d)
+        for (b, t), samples in sorted(glue.items()):
+            p10, g, p90 = np.percentile(samples, [10, 50, 90])
+            out_rows.append(row(label, OVERHEAD_OP, IMPL, dtype, g, p10, p90, len(samples), name="glue",
+                                measured_at=now, num_seqs=b, num_tokens=t, block_size=block_size))
+        meta = run_metadata(model.device.type, note=f"in-situ: every kernel timed inside executor passes "
+                                                    f"({len(cases)} synthetic passes, {clock} clock), model {dims}")
+        return append_rows(out, out_rows, meta)

@@ -1,0 +1,84 @@
+"""Where a sequence's KV blocks lie in the cache, as the configured KV manager lays them out in serving.
+
+On a CPU the paged decode attention gathers each sequence's blocks; how many of them are consecutive
+in memory changes its time a lot. Measured on the 2-core VM (2026-11-25, 512-hidden llama, 4 x 128-token
+decodes, 16-token blocks, thread CPU time): 1.30 ms with every block scattered, 0.96 ms with runs of 3
+consecutive blocks, 0.79 ms with each sequence contiguous (`benchmarks/bench_executor_timing.py layout`). A profile
+taken on one layout mispredicts a served pass on another by up to ~30 % of its attention.
+
+The served layout is a property of the policies, not of timing: the paged manager hands blocks out
+from the front of its free list and takes them back at the end, so after some churn a sequence's
+blocks are runs of consecutive ids whose lengths depend on how many requests overlap. This module
+finds those runs by serving the workload with the real ReplicaCore (scheduler + KV manager) and a
+null forward pass on a virtual clock — no kernel runs and nothing is timed — and builds a block order
+made of runs with the same length distribution for the in-situ profiler to lay its synthetic
+sequences on.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hwmodels.shapes import BatchShape
+from policies.request import Request  # noqa: F401  (the type of `requests`)
+
+
+def decode_block_runs(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, requests: Sequence[Request],
+                      step_seconds: Callable[[BatchShape], float], model) -> list[int]:
+    """Lengths of the runs of consecutive block ids in every decode sequence's block list, over every
+    decode pass of the workload served by the configured policies on a virtual clock (`step_seconds`
+    per pass: only the overlap of requests, hence the churn of the free list, depends on it).
+    `requests` are consumed (pass fresh ones)."""
+    from profiler.executor.server import Executor, VirtualClock, make_core
+
+    runs: list[int] = []
+
+    class _Recorder(Executor):
+        def _forward(self, ids, seqs, sample_rows):
+            for n, ctx, blocks in seqs:
+                if n == 1 and ctx > 0:
+                    runs.extend(run_lengths(blocks[: -(-(ctx + 1) // self.core.kv.block_size)]))
+            return [0] * len(sample_rows)
+
+    core = make_core(scheduler_cfg, kv_cfg, num_blocks, max_model_len)
+    _Recorder(model, core, clock=VirtualClock(step_seconds), cache=_NoCache(num_blocks, core.kv.block_size)).serve(
+        list(requests))
+    return runs
+
+
+class _NoCache:
+    """Stands in for the KV tensors in a dry run (the null forward never touches them)."""
+
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        self.num_blocks, self.block_size = num_blocks, block_size
+
+
+def run_lengths(blocks: Sequence[int]) -> list[int]:
+    """[3, 1, 2] for blocks [7, 8, 9, 2, 40, 41]."""
+    out, r = [], 1
+    for a, b in zip(blocks, blocks[1:]):
+        if b == a + 1:
+            r += 1
+        else:
+            out.append(r)
+            r = 1
+    if len(blocks):
+        out.append(r)
+    return out
+
+
+def block_order(num_blocks: int, runs: Sequence[int] | None, seed: int = 0) -> np.ndarray:
+    """A permutation of range(num_blocks) made of runs of consecutive ids, their lengths drawn from `runs`
+    (each observed run equally likely), in random order. Synthetic sequences take consecutive slices
+    of it, so they see runs as served sequences do. runs None or empty: every block on its own."""
+    rng = np.random.default_rng(seed)
+    if not runs:
+        return rng.permutation(num_blocks)
+    pool = np.asarray(runs, dtype=np.int64)
+    cuts, start = [], 0
+    while start < num_blocks:
+        n = int(pool[rng.integers(pool.size)])
+        cuts.append((start, min(num_blocks, start + n)))
+        start += n
+    return np.concatenate([np.arange(a, b) for a, b in (cuts[i] for i in rng.permutation(len(cuts)))])

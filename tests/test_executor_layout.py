@@ -1,0 +1,114 @@
+"""KV block layout from the policies, the split in-situ profile, and the executor's process settings."""
+from __future__ import annotations
+
+import platform
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from profiler.executor.layout import block_order, decode_block_runs, run_lengths  # noqa: E402
+
+SMALL_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 512}
+
+
+def test_run_lengths():
+    assert run_lengths([7, 8, 9, 2, 40, 41]) == [3, 1, 2]
+    assert run_lengths([5]) == [1] and run_lengths([]) == []
+    assert run_lengths([3, 2, 1]) == [1, 1, 1]
+
+
+def test_block_order_is_a_permutation_made_of_the_given_runs():
+    for runs in (None, [1], [4], [2, 3, 7]):
+        order = block_order(200, runs, seed=1)
+        assert sorted(order.tolist()) == list(range(200))
+    got = run_lengths(block_order(200, [4], seed=1).tolist())
+    # shuffled runs of 4 can abut in id order by chance (then they read as one longer run): never shorter
+    assert all(r % 4 == 0 for r in got[:-1]) and np.mean(got) >= 4
+    scattered = run_lengths(block_order(200, None, seed=1).tolist())
+    assert np.mean(scattered) < 1.1
+    assert (block_order(200, [2, 3], seed=5) == block_order(200, [2, 3], seed=5)).all()
+
+
+def _cfg(rate: float):
+    from app.cmd_validate import quick_config, with_rate
+    from simulator.config import validate_config
+
+    d = quick_config("vllm")
+    d["workload"]["num_requests"] = 60
+    return with_rate(validate_config(d), rate)
+
+
+def test_policy_dry_run_layout_fragments_with_overlap():
+    """Requests that never overlap get contiguous blocks (one run per sequence); overlapping ones interleave
+    their decode blocks and recycle each other's, so runs get shorter — the effect the profile must see."""
+    from hwmodels.shapes import BatchShape
+    from profiler.executor import LlamaDims, LlamaModel
+    from simulator.workload import build_workload
+
+    model = LlamaModel(LlamaDims(hidden_size=64, intermediate_size=96, num_layers=1, num_heads=4, num_kv_heads=2,
+                                 vocab_size=128, max_position=2048))
+
+    def step(s: BatchShape) -> float:
+        return 1e-3 + 1e-5 * s.num_tokens
+
+    means = {}
+    for rate in (0.05, 200.0):
+        cfg = _cfg(rate)
+        runs = decode_block_runs(cfg.scheduler, cfg.kv_cache, 1024, 2048,
+                                 build_workload(cfg.workload, 0).to_requests(), step, model)
+        assert runs and min(runs) >= 1
+        means[rate] = float(np.mean(runs))
+        again = decode_block_runs(cfg.scheduler, cfg.kv_cache, 1024, 2048,
+                                  build_workload(cfg.workload, 0).to_requests(), step, model)
+        assert again == runs  # no timing involved: deterministic
+    assert means[0.05] > 2 * means[200.0], means
+
+
+def test_split_profile_pools_samples_from_both_sides_of_the_run(tmp_path):
+    import json
+
+    from app.cmd_validate import ensure_profile, quick_config
+    from hwmodels.profiled import read_profile
+    from profiler.executor.insitu import InsituGrid
+    from simulator.config import validate_config
+
+    (tmp_path / "config.json").write_text(json.dumps(SMALL_MODEL))
+    d = quick_config("vllm")
+    d["model"] = {"name": "small", "hf_config": str(tmp_path / "config.json")}
+    d["kv_cache"]["num_blocks"] = 64
+    cfg = validate_config(d)
+    grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16, 32), decode_extra=(), mixed=(), prefill=((1, 8),),
+                      chunks=((8, 16),))
+    prof = ensure_profile(cfg, tmp_path / "out", None, None, True, lambda s: None, clock="cpu", insitu_grid=grid,
+                          split=True)
+
+    def glue_samples():
+        df, _ = read_profile(prof.path)
+        g = df[(df.op == "executor_overhead") & (df.num_seqs == 1) & (df.num_tokens == 1)]
+        assert len(g) == 1
+        return int(g.num_samples.iloc[0]), set(df.op)
+
+    n1, ops1 = glue_samples()
+    assert prof.rounds_after > 0 and "executor_loop" in ops1
+    assert prof.finish() and not prof.finish()  # the second call has nothing left to do
+    n2, ops2 = glue_samples()
+    assert n2 > n1 and ops2 == ops1  # more samples, same ops (the loop rows are carried over)
+
+
+def test_clock_overhead_is_small_and_positive():
+    from profiler.executor.insitu import clock_overhead
+
+    for clock in (time.perf_counter, time.thread_time):
+        o = clock_overhead(clock, n=501)
+        assert 0 <= o < 50e-6
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc mallopt only")
+def test_steady_allocator_applies_on_glibc():
+    from profiler.executor.server import steady_allocator
+
+    assert steady_allocator() is True
