@@ -41,7 +41,7 @@ from simulator.simulate import resolve, simulate
 from simulator.workload import build_workload
 
 if TYPE_CHECKING:
-    from profiler.executor.overhead import PassOverhead
+    from profiler.executor.overhead import OverheadFit, PassOverhead
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_MODEL = REPO / "examples" / "small-llama" / "config.json"
@@ -83,15 +83,29 @@ def quick_config(scheduler: str = "vllm") -> dict[str, Any]:
 @dataclass(frozen=True)
 class WithExecutorOverhead:
     """A cost model plus the executor's measured per-pass overheads: the pass glue around the kernels (op
-    "executor_overhead") and the serving loop with the policy around the pass (op "executor_loop")."""
+    "executor_overhead"), the serving loop with the policy around the pass (op "executor_loop") and, for a
+    decode-only pass, the expected extra time of following a pass with prompt tokens (op
+    "executor_after_prompt", weighted by how often that happens under the policy: `after_prompt_fraction`,
+    from a policy dry run; the cost model is per pass and stateless, so this term is its expectation) and,
+    for a pass with prompt and decode rows, the extra attention time of running them together (op
+    "executor_mixed_attention")."""
 
     base: CostModel
     overhead: "PassOverhead"
+    after_prompt: "OverheadFit | None" = None
+    after_prompt_fraction: float = 0.0
+    mixed: "OverheadFit | None" = None  # op "executor_mixed_attention": (decodes, prompt tokens) -> seconds
 
     def _overhead(self, shape: BatchShape) -> float:
         if shape.num_tokens <= 0:
             return 0.0
-        return self.overhead.seconds(shape.num_seqs, shape.num_tokens, shape.num_prefill_tokens)
+        o = self.overhead.seconds(shape.num_seqs, shape.num_tokens, shape.num_prefill_tokens)
+        if shape.num_prefill_tokens == 0:
+            if self.after_prompt is not None:
+                o += self.after_prompt_fraction * self.after_prompt.seconds(shape.num_seqs, shape.num_tokens)
+        elif shape.num_decode_tokens and self.mixed is not None:
+            o += self.mixed.seconds(shape.num_decode_tokens, shape.num_prefill_tokens)
+        return o
 
     def stage_seconds(self, shape: BatchShape) -> float:
         return self.base.stage_seconds(shape) + self._overhead(shape)
@@ -120,6 +134,7 @@ def overhead_rows(profile: Path, op: str | None = None, impl: str | None = None)
 
 # ---------------------------------------------------------------------------------------------- profile
 INSITU_ROUNDS = (2, 2)  # in-situ grid sweeps before and after the served run (see ProfileRun.finish)
+AFTER_PROMPT_REPS = 8  # decode-after-prompt pairs per batch size, split as the rounds are
 
 
 @dataclass
@@ -133,6 +148,7 @@ class ProfileRun:
     min_time_s: float = 0.0
     loop_rows: list = field(default_factory=list)
     loop_note: str = ""
+    prompt_len: int = 0
 
     def finish(self, say: Callable[[str], None] = lambda s: None) -> bool:
         """Run the in-situ rounds left for after the served run and rewrite the table from all samples.
@@ -150,6 +166,9 @@ class ProfileRun:
         say(f"profiling again after the served run ({self.rounds_after} more sweeps of the in-situ grid)")
         total = INSITU_ROUNDS[0] + self.rounds_after
         self.session.measure(self.rounds_after, self.min_time_s / total, 3, 50, total)
+        if self.prompt_len > 0:
+            self.session.measure_after_prompt(self.prompt_len,
+                                              reps=AFTER_PROMPT_REPS * self.rounds_after // total or 1)
         self.path.unlink()
         self.session.write(self.path)
         if self.loop_rows:
@@ -161,7 +180,7 @@ class ProfileRun:
 def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_spec: Optional[Path], quick: bool,
                    say: Callable[[str], None], threads: int = 1, mode: str = "insitu",
                    clock: str = "wall", insitu_grid=None, model=None, cache=None,
-                   block_runs=None, split: bool = False) -> ProfileRun:
+                   block_runs=None, split: bool = False, prompt_len: int = 0) -> ProfileRun:
     """Profile table and device spec YAML: measured now on this CPU for what is not given.
 
     mode "insitu": every executor kernel timed inside synthetic executor passes (profiler.executor.insitu),
@@ -171,6 +190,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     (the executor's own weights and KV cache, so the kernels are timed on the memory they will serve from).
     block_runs: run lengths of consecutive KV blocks for the synthetic sequences (see `kv_block_runs`).
     split (insitu): measure INSITU_ROUNDS[0] sweeps now and leave INSITU_ROUNDS[1] to `ProfileRun.finish`.
+    prompt_len (insitu, > 0): also measure decode passes right after a pass of that many prompt tokens.
     """
     from hwmodels.models import resolve_model
     from profiler.devices import cpu_device_spec, device_name, run_metadata, write_device_spec
@@ -213,8 +233,11 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
                                     grid=insitu_grid or InsituGrid(), seed=cfg.simulation.seed, clock=clock,
                                     num_blocks=cfg.kv_cache.num_blocks or 0, cache=cache, block_runs=block_runs)
             session.measure(before, min_time_s / total, 3, 50, total)
+            if prompt_len > 0:
+                session.measure_after_prompt(prompt_len, reps=AFTER_PROMPT_REPS * before // total or 1)
             session.write(profile)
             out.session, out.rounds_after, out.min_time_s = session, after, min_time_s
+            out.prompt_len = prompt_len
         else:
             say(f"profiling {spec.name} kernels on this CPU (llmsim profile sweep) -> {profile}")
             run_sweep(SweepConfig(model=spec, device="cpu", dtype=cfg.quant.dtype,
@@ -386,27 +409,27 @@ def pinned(enabled: bool):
         os.sched_setaffinity(0, old)
 
 
-def kv_block_runs(cfg: Config, device_spec: Path, model, load: Optional[float]) -> list[int]:
-    """Run lengths of consecutive KV blocks in served decode sequences, from a dry run of the configured
-    policies (null forward pass, no timing; `profiler.executor.layout`) over the workload.
+def serving_dry_run(cfg: Config, device_spec: Path, model, load: Optional[float]):
+    """`profiler.executor.layout.DryRun` of the configured policies over the workload: KV block runs of served
+    decode sequences, how often a decode pass follows a pass with prompt tokens, prompt tokens per pass.
 
     The dry run's clock is the roofline cost model of the measured CPU spec: the churn of the free list
-    depends on how many requests overlap, i.e. on utilisation, not on absolute speed; with --load the
-    dry run's rate is the same fraction of the roofline model's capacity, so its utilisation matches the
-    served run's to first order. Nothing here is measured or fitted.
+    and the mix of passes depend on how many requests overlap, i.e. on utilisation, not on absolute
+    speed; with --load the dry run's rate is the same fraction of the roofline model's capacity, so its
+    utilisation matches the served run's to first order. Nothing here is measured or fitted.
     """
-    from profiler.executor.layout import decode_block_runs
+    from profiler.executor.layout import policy_dry_run
 
     data = cfg.model_dump(mode="python")
     data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
     data["cost_model"] = {"kind": "roofline"}
-    dry = validate_config(data, "validate layout dry run")
+    dry = validate_config(data, "validate dry run")
     sc = resolve(dry)
     if load is not None:
         dry = with_rate(dry, load * simulated_capacity(dry, sc.cost_model))
     reqs = build_workload(dry.workload, dry.simulation.seed).to_requests()
-    return decode_block_runs(dry.scheduler, dry.kv_cache, sc.num_kv_blocks, sc.max_model_len, reqs,
-                             sc.cost_model.stage_seconds, model)
+    return policy_dry_run(dry.scheduler, dry.kv_cache, sc.num_kv_blocks, sc.max_model_len, reqs,
+                          sc.cost_model.stage_seconds, model)
 
 
 def _check_kv_bytes(num_blocks: int, block_size: int, bytes_per_token: float) -> None:
@@ -417,10 +440,11 @@ def _check_kv_bytes(num_blocks: int, block_size: int, bytes_per_token: float) ->
                         "set kv_cache.num_blocks")
 
 
-def _calibrated(cfg: Config):
+def _calibrated(cfg: Config, after_prompt_fraction: float = 0.0):
     """(scenario, cost model) of a config whose cost model is the profiled one: the profile's kernels plus the
-    executor's measured glue and serving-loop overheads."""
+    executor's measured glue, serving-loop and decode-after-prompt overheads."""
     from hwmodels.profiled import ProfiledCostModel
+    from profiler.executor.insitu import AFTER_PROMPT_OP, MIXED_OP
     from profiler.executor.overhead import LOOP_OP, PassOverhead, fit_overhead, fit_pass_overhead
 
     sc = resolve(cfg)
@@ -429,7 +453,12 @@ def _calibrated(cfg: Config):
     profile = cfg.cost_model.profile
     glue = fit_pass_overhead(overhead_rows(profile))  # a + b·seqs + c·tokens, decode / prompt passes
     lp = fit_overhead(overhead_rows(profile, LOOP_OP, cfg.scheduler.kind))  # serving loop + policy
-    return sc, WithExecutorOverhead(sc.cost_model, glue.plus(PassOverhead(lp, lp)))
+    ap = overhead_rows(profile, AFTER_PROMPT_OP)
+    after = fit_overhead(ap, relative=False) if ap else None
+    mx = overhead_rows(profile, MIXED_OP)
+    mixed = fit_overhead(mx, relative=False) if mx else None
+    return sc, WithExecutorOverhead(sc.cost_model, glue.plus(PassOverhead(lp, lp)), after, after_prompt_fraction,
+                                    mixed)
 
 
 def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = None,
@@ -468,7 +497,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         nb = need_blocks(model, insitu_grid or InsituGrid(), cfg.kv_cache.block_size, cfg.kv_cache.num_blocks or 0)
         cache = PagedKVCache(dims.num_layers, nb, cfg.kv_cache.block_size, dims.num_kv_heads, dims.head_dim,
                              model.dtype, model.device)
-        runs = None
+        dry = None
         if profile is None and profile_mode == "insitu":
             if device_spec is None:
                 from profiler.devices import cpu_device_spec, write_device_spec
@@ -476,18 +505,22 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                 say("measuring this CPU (peak matmul FLOP/s, copy bandwidth)")
                 work_dir.mkdir(parents=True, exist_ok=True)
                 device_spec = write_device_spec(work_dir / "cpu.yaml", cpu_device_spec(quick=quick))
-            runs = kv_block_runs(cfg, device_spec, model, load)
-            say(f"KV layout of served sequences (policy dry run): mean run of {np.mean(runs or [1]):.2f} "
-                "consecutive blocks")
-        prof = ensure_profile(cfg, work_dir, profile, device_spec, quick, say, threads, profile_mode, clock, insitu_grid,
-                              model=model, cache=cache, block_runs=runs, split=True)
+            dry = serving_dry_run(cfg, device_spec, model, load)
+            say(f"policy dry run: KV blocks in runs of {np.mean(dry.runs or [1]):.2f} consecutive ids; "
+                f"{dry.after_prompt_fraction:.0%} of decode passes follow a pass with prompt tokens")
+        prompt_len = int(np.median(dry.prompt_tokens)) if dry is not None and dry.prompt_tokens else 0
+        prof = ensure_profile(cfg, work_dir, profile, device_spec, quick, say, threads, profile_mode, clock,
+                              insitu_grid, model=model, cache=cache, block_runs=dry.runs if dry else None, split=True,
+                              prompt_len=prompt_len)
         profile, device_spec = prof.path, prof.device_spec
+        if dry is None:
+            dry = serving_dry_run(cfg, device_spec, model, load)
         wall["profile_s"] = time.perf_counter() - t0
         data = cfg.model_dump(mode="python")
         data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
         data["cost_model"] = {"kind": "profiled", "profile": str(profile)}
         cfg = validate_config(data, "validate")
-        sc, cost = _calibrated(cfg)
+        sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
         _check_kv_bytes(sc.num_kv_blocks, cfg.kv_cache.block_size, sc.model.kv_bytes_per_token(cfg.quant.kv))
 
         capacity = rate = None
@@ -517,7 +550,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         loads["after_executor"] = list(os.getloadavg())
         t3 = time.perf_counter()
         if prof.finish(say):  # the in-situ rounds left for after the run; the table is rewritten from all samples
-            sc, cost = _calibrated(cfg)
+            sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
         wall["profile_s"] += time.perf_counter() - t3
         del torch
 

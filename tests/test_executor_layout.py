@@ -81,10 +81,10 @@ def test_split_profile_pools_samples_from_both_sides_of_the_run(tmp_path):
     d["model"] = {"name": "small", "hf_config": str(tmp_path / "config.json")}
     d["kv_cache"]["num_blocks"] = 64
     cfg = validate_config(d)
-    grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16, 32), decode_extra=(), mixed=(), prefill=((1, 8),),
-                      chunks=((8, 16),))
+    grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16, 32), decode_extra=(), mixed=((8, 0, 2, 16),),
+                      prefill=((1, 8),), chunks=((8, 16),))
     prof = ensure_profile(cfg, tmp_path / "out", None, None, True, lambda s: None, clock="cpu", insitu_grid=grid,
-                          split=True)
+                          split=True, prompt_len=32)
 
     def glue_samples():
         df, _ = read_profile(prof.path)
@@ -97,6 +97,26 @@ def test_split_profile_pools_samples_from_both_sides_of_the_run(tmp_path):
     assert prof.finish() and not prof.finish()  # the second call has nothing left to do
     n2, ops2 = glue_samples()
     assert n2 > n1 and ops2 == ops1  # more samples, same ops (the loop rows are carried over)
+    df, _ = read_profile(prof.path)
+    ap = df[df.op == "executor_after_prompt"]
+    assert len(ap) >= 2 and set(ap.num_seqs) >= {1, 2} and (ap.median_s >= 0).all()
+    mx = df[df.op == "executor_mixed_attention"]  # the mixed pass vs its prompt part and decode part alone
+    assert len(mx) == 1 and (int(mx.num_seqs.iloc[0]), int(mx.num_tokens.iloc[0])) == (2, 8)
+
+
+def test_after_prompt_overhead_applies_to_decode_passes_only():
+    from app.cmd_validate import WithExecutorOverhead
+    from hwmodels.cost import LinearCostModel
+    from hwmodels.shapes import BatchShape
+    from profiler.executor.overhead import OverheadFit, PassOverhead
+
+    base = LinearCostModel(1e-3, 1e-5)
+    zero = OverheadFit(0.0, 0.0, 0.0)
+    plain = WithExecutorOverhead(base, PassOverhead(zero, zero))
+    cost = WithExecutorOverhead(base, PassOverhead(zero, zero), OverheadFit(2e-4, 1e-5, 0.0), 0.25)
+    dec, pre = BatchShape.from_seqs([(1, 100)] * 4), BatchShape.from_seqs([(64, 0), (1, 100)])
+    assert cost.stage_seconds(dec) == pytest.approx(plain.stage_seconds(dec) + 0.25 * (2e-4 + 4e-5))
+    assert cost.stage_seconds(pre) == pytest.approx(plain.stage_seconds(pre))
 
 
 def test_clock_overhead_is_small_and_positive():

@@ -35,6 +35,11 @@ from profiler.executor.overhead import OP as OVERHEAD_OP
 from profiler.table import append_rows, row
 
 IMPL = "executor"  # table impl label: timed inside executor passes
+AFTER_PROMPT_OP = "executor_after_prompt"  # extra seconds of a decode pass right after a pass with prompt tokens
+AFTER_PROMPT_SEQS = (1, 2, 4, 8, 16, 32, 64)
+# Extra seconds per pass of attention over prompt and decode rows together vs the two run alone (num_seqs:
+# decodes, num_tokens: prompt tokens); the decodes' KV reads come after the prompt's temporaries evicted them.
+MIXED_OP = "executor_mixed_attention"
 
 
 @dataclass(frozen=True)
@@ -171,11 +176,16 @@ def _measure(kind: str, seqs, reps, calls, glue, checks, overhead: float = 0.0) 
         checks.append((untimed, instrumented - 2 * n * overhead))
         rec = [(op, key, max(0.0, sec - overhead)) for op, key, sec in rec]
         for op, key, sec in rec:
-            if op == "attention" and kind in ("decode-gemm", "mixed"):
+            if op == "attention" and kind == "decode-gemm":
                 # NOTE: decode-gemm passes give GEMM rows at every small batch size; their attention, at two
                 # contexts only, would make a curve of its own that log-log interpolation overestimates
                 # between them (a + c·context is convex in log-log): the full decode grid carries attention.
-                # A mixed pass's one attention call covers prompt and decode rows: no row to file it under.
+                continue
+            if op == "attention" and kind == "mixed":
+                # One call covers the prompt rows and the decode rows: kept under the pass's shape, compared at
+                # write time with the pure prompt and decode passes of the same parts (MIXED_OP).
+                (n, ctx), (_, dctx) = seqs[0], seqs[1]
+                calls[("attention-mixed", (b - 1, n, ctx, dctx))].append(sec)
                 continue
             if op == "attention":
                 n, ctx = seqs[0]
@@ -237,6 +247,7 @@ class InsituSession:
         self.calls: dict[tuple, list[float]] = defaultdict(list)
         self.glue: dict[tuple[int, int], list[float]] = defaultdict(list)
         self.checks: list[tuple[float, float]] = []
+        self.after_prompt: dict[int, list[tuple[float, float]]] = defaultdict(list)
         self.overhead = clock_overhead(CLOCKS[clock])
 
     def measure(self, rounds: int, min_time_s: float, min_reps: int, max_reps: int, total_rounds: int) -> None:
@@ -251,6 +262,30 @@ class InsituSession:
                                   max(1, -(-min_reps // total_rounds)), max(1, max_reps // total_rounds),
                                   CLOCKS[self.clock])
                 _measure(kind, seqs, reps, self.calls, self.glue, self.checks, self.overhead)
+
+    def measure_after_prompt(self, prompt_len: int, reps: int = 4, context: int = 128) -> None:
+        """Extra seconds of a decode-only pass right after a pass with prompt tokens, per decode batch size.
+
+        NOTE: the prompt pass evicts the decode pass's working set (measured 2026-11-25, small-llama: one decode
+        2.59 ms after itself, 3.50 ms after a 160-token prompt; 4 decodes 5.57 vs 6.15 ms;
+        `benchmarks/bench_executor_timing.py predecessor`). Each repetition times the decode pass once right
+        after a `prompt_len`-token prompt pass and once right after itself; rows are the median difference.
+        """
+        bs, clock = self.block_size, CLOCKS[self.clock]
+        prompt_len = max(1, min(prompt_len, self.model.dims.max_position))
+        prompt_blocks = _num_blocks([(prompt_len, 0)], bs)
+        perm = self.perm.tolist()
+        for b in AFTER_PROMPT_SEQS:
+            seqs = [(1, context)] * b
+            if context + 1 > self.model.dims.max_position or _num_blocks(seqs, bs) + prompt_blocks > len(perm):
+                continue
+            dec = _pass_fn(self.model, self.cache, seqs, bs, perm, clock)
+            prompt = _pass_fn(self.model, self.cache, [(prompt_len, 0)], bs, perm[-prompt_blocks:], clock)
+            dec()
+            for _ in range(reps):
+                prompt()
+                after = dec()
+                self.after_prompt[b].append((after, dec()))
 
     def instrumentation_check(self) -> dict:
         """Median of (instrumented pass net of its clock reads) / (untimed pass) − 1, and the clock's read
@@ -278,6 +313,16 @@ class InsituSession:
                                 name=name, measured_at=now, **shape))
 
         for (op, key), samples in sorted(calls.items(), key=lambda kv: str(kv[0])):
+            if op == "attention-mixed":
+                b, n, ctx, dctx = key
+                pre = calls.get(("attention", ("prefill", 1, n, ctx)))
+                dec = calls.get(("attention", ("decode", b, dctx + 1)))
+                if pre and dec:  # per pass: the layers' extra over the two parts run alone
+                    extra = dims.num_layers * float(np.median(samples) - np.median(pre) - np.median(dec))
+                    out_rows.append(row(label, MIXED_OP, IMPL, dtype, extra, extra, extra, len(samples),
+                                        name="mixed-attention", measured_at=now, num_seqs=b, num_tokens=n,
+                                        context_len=ctx, block_size=block_size))
+                continue
             if op == "gemm":
                 m, n, k = key
                 add("gemm", samples, "gemm", *gemm_work(m, n, k, item), m=m, n=n, k=k)
@@ -304,6 +349,12 @@ class InsituSession:
             p10, g, p90 = np.percentile(samples, [10, 50, 90])
             out_rows.append(row(label, OVERHEAD_OP, IMPL, dtype, g, p10, p90, len(samples), name="glue",
                                 measured_at=now, num_seqs=b, num_tokens=t, block_size=block_size))
+        for b, pairs in sorted(self.after_prompt.items()):
+            a = np.array(pairs)
+            extra = max(0.0, float(np.median(a[:, 0]) - np.median(a[:, 1])))
+            p10, p90 = np.percentile(a[:, 0] - a[:, 1], [10, 90])
+            out_rows.append(row(label, AFTER_PROMPT_OP, IMPL, dtype, extra, p10, p90, len(pairs), name="after-prompt",
+                                measured_at=now, num_seqs=b, num_tokens=b, block_size=block_size))
         meta = run_metadata(model.device.type, note=f"in-situ: every kernel timed inside executor passes "
                                                     f"({len(cases)} synthetic passes, {clock} clock), model {dims}")
         return append_rows(out, out_rows, meta)

@@ -16,6 +16,7 @@ sequences on.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -24,27 +25,58 @@ from hwmodels.shapes import BatchShape
 from policies.request import Request  # noqa: F401  (the type of `requests`)
 
 
-def decode_block_runs(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, requests: Sequence[Request],
-                      step_seconds: Callable[[BatchShape], float], model) -> list[int]:
-    """Lengths of the runs of consecutive block ids in every decode sequence's block list, over every
-    decode pass of the workload served by the configured policies on a virtual clock (`step_seconds`
-    per pass: only the overlap of requests, hence the churn of the free list, depends on it).
-    `requests` are consumed (pass fresh ones)."""
+@dataclass
+class DryRun:
+    """What a policy dry run tells the profiler about served passes (no timing involved)."""
+
+    runs: list[int]  # lengths of runs of consecutive block ids in decode sequences' block lists
+    decode_passes: int = 0
+    decode_after_prompt: int = 0  # decode-only passes right after a pass with prompt tokens
+    prompt_tokens: list[int] = field(default_factory=list)  # prompt tokens of each pass that has some
+
+    @property
+    def after_prompt_fraction(self) -> float:
+        return self.decode_after_prompt / self.decode_passes if self.decode_passes else 0.0
+
+
+def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, requests: Sequence[Request],
+                   step_seconds: Callable[[BatchShape], float], model) -> DryRun:
+    """Serve `requests` with the configured policies, a null forward pass and a virtual clock (`step_seconds`
+    per pass: only the overlap of requests, hence the churn of the free list and the mix of passes,
+    depends on it) and record the KV block runs of every decode sequence, how often a decode-only pass
+    follows a pass with prompt tokens, and the prompt tokens of such passes. `requests` are consumed
+    (pass fresh ones)."""
     from profiler.executor.server import Executor, VirtualClock, make_core
 
-    runs: list[int] = []
+    out = DryRun([])
+    prev_prompt = [False]
 
     class _Recorder(Executor):
         def _forward(self, ids, seqs, sample_rows):
+            prompt = 0
             for n, ctx, blocks in seqs:
                 if n == 1 and ctx > 0:
-                    runs.extend(run_lengths(blocks[: -(-(ctx + 1) // self.core.kv.block_size)]))
+                    out.runs.extend(run_lengths(blocks[: -(-(ctx + 1) // self.core.kv.block_size)]))
+                else:
+                    prompt += n
+            if prompt:
+                out.prompt_tokens.append(prompt)
+            else:
+                out.decode_passes += 1
+                out.decode_after_prompt += prev_prompt[0]
+            prev_prompt[0] = prompt > 0
             return [0] * len(sample_rows)
 
     core = make_core(scheduler_cfg, kv_cfg, num_blocks, max_model_len)
     _Recorder(model, core, clock=VirtualClock(step_seconds), cache=_NoCache(num_blocks, core.kv.block_size)).serve(
         list(requests))
-    return runs
+    return out
+
+
+def decode_block_runs(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, requests: Sequence[Request],
+                      step_seconds: Callable[[BatchShape], float], model) -> list[int]:
+    """Lengths of the runs of consecutive block ids in every decode sequence's block list (`policy_dry_run`)."""
+    return policy_dry_run(scheduler_cfg, kv_cfg, num_blocks, max_model_len, requests, step_seconds, model).runs
 
 
 class _NoCache:
