@@ -1,14 +1,20 @@
 """`llmsim validate`: the real executor vs the simulator on the same config, device and request list.
 
-    profile this CPU, op by op ─────────────────────────────────────────►  ProfiledCostModel
+    policy dry run (null forward) ─► KV layout, pass mix ─┐
+    profile this CPU, op by op, in situ ──────────────────┴─────────────►  ProfiledCostModel + overheads
     build the workload once ──► serve it on the real executor (real time)   ─┐
                            └──► replay it in the simulator (calibrated cost) ─┴─► per-metric errors
 
-Profile (default "insitu"): every kernel of the executor timed where it runs, inside synthetic
-forward passes (profiler.executor.insitu), plus the pass glue around the kernels; "sweep" uses the
+Profile (default "insitu"): every kernel of the executor timed where it runs, inside synthetic forward
+passes on the executor's own model and KV cache (profiler.executor.insitu), plus the pass glue around the
+kernels, the serving loop, a decode pass right after a prompt pass and prompt+decode attention as ops of
+their own; the synthetic sequences lie on KV blocks laid out as the policies lay them out in serving
+(profiler.executor.layout). The sweeps are split: a pilot, one on the layout of a dry run at the served
+rate, then the served run, then the rest, so the machine's slow drift averages out. "sweep" uses the
 `llmsim profile` kernel sweep instead. Either way the cost model is calibrated only from op-level
-measurements, never from the executor's serving timings. Errors are signed: simulated / measured − 1.
-The executor and the simulator build their ReplicaCore from the same config with the same factories.
+measurements of synthetic passes, never from the executor's serving timings. Errors are signed:
+simulated / measured − 1. The executor and the simulator build their ReplicaCore from the same config
+with the same factories.
 
 Clock: "wall" times the executor in real time (arrivals at their workload timestamps). On a shared
 machine other processes take the core away mid-pass (and load can rise mid-run), so the CLI default
@@ -133,8 +139,10 @@ def overhead_rows(profile: Path, op: str | None = None, impl: str | None = None)
 
 
 # ---------------------------------------------------------------------------------------------- profile
-INSITU_ROUNDS = (2, 2)  # in-situ grid sweeps before and after the served run (see ProfileRun.finish)
-AFTER_PROMPT_REPS = 8  # decode-after-prompt pairs per batch size, split as the rounds are
+# In-situ grid sweeps: a pilot (for the capacity and a dry run on calibrated step times), then before and after
+# the served run (see ProfileRun.relayout and ProfileRun.finish).
+INSITU_ROUNDS = (1, 1, 2)
+AFTER_PROMPT_REPS = 8  # decode-after-prompt pairs per batch size, split between before and after the run
 
 
 @dataclass
@@ -160,21 +168,35 @@ class ProfileRun:
         """
         if self.session is None or self.rounds_after <= 0:
             return False
+
+        say(f"profiling again after the served run ({self.rounds_after} more sweeps of the in-situ grid)")
+        self._measure(self.rounds_after, self.prompt_len, AFTER_PROMPT_REPS // 2)
+        self.rounds_after = 0
+        return True
+
+    def relayout(self, block_runs, prompt_len: int, say: Callable[[str], None] = lambda s: None) -> bool:
+        """After the pilot sweep: lay synthetic sequences as `block_runs` says (a dry run on the calibrated
+        step times), drop the samples that read the cache through the pilot's layout, and run the sweeps
+        due before the served run plus the decode-after-prompt pairs (prompts of `prompt_len` tokens)."""
+        if self.session is None:
+            return False
+        self.session.set_layout(block_runs)
+        self.prompt_len = prompt_len
+        say(f"profiling {INSITU_ROUNDS[1]} more sweep(s) on the served KV layout")
+        self._measure(INSITU_ROUNDS[1], prompt_len, AFTER_PROMPT_REPS // 2)
+        return True
+
+    def _measure(self, rounds: int, prompt_len: int, pairs: int) -> None:
         from profiler.devices import run_metadata
         from profiler.table import append_rows
 
-        say(f"profiling again after the served run ({self.rounds_after} more sweeps of the in-situ grid)")
-        total = INSITU_ROUNDS[0] + self.rounds_after
-        self.session.measure(self.rounds_after, self.min_time_s / total, 3, 50, total)
-        if self.prompt_len > 0:
-            self.session.measure_after_prompt(self.prompt_len,
-                                              reps=AFTER_PROMPT_REPS * self.rounds_after // total or 1)
+        self.session.measure(rounds, self.min_time_s / sum(INSITU_ROUNDS), 3, 50, sum(INSITU_ROUNDS))
+        if prompt_len > 0:
+            self.session.measure_after_prompt(prompt_len, reps=pairs)
         self.path.unlink()
         self.session.write(self.path)
         if self.loop_rows:
             append_rows(self.path, self.loop_rows, run_metadata("cpu", note=self.loop_note))
-        self.rounds_after = 0
-        return True
 
 
 def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_spec: Optional[Path], quick: bool,
@@ -189,8 +211,9 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     kernels. Both are op-level measurements; neither looks at a serving run. model/cache: profile on these
     (the executor's own weights and KV cache, so the kernels are timed on the memory they will serve from).
     block_runs: run lengths of consecutive KV blocks for the synthetic sequences (see `kv_block_runs`).
-    split (insitu): measure INSITU_ROUNDS[0] sweeps now and leave INSITU_ROUNDS[1] to `ProfileRun.finish`.
-    prompt_len (insitu, > 0): also measure decode passes right after a pass of that many prompt tokens.
+    split (insitu): measure the pilot sweep (INSITU_ROUNDS[0]) now and leave the rest to `ProfileRun.relayout`
+    and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure decode passes right after a pass of that
+    many prompt tokens.
     """
     from hwmodels.models import resolve_model
     from profiler.devices import cpu_device_spec, device_name, run_metadata, write_device_spec
@@ -226,15 +249,15 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
         if mode == "insitu":
             say(f"profiling {spec.name}: every kernel timed inside executor passes -> {profile}")
             model = model or LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
-            before, after = INSITU_ROUNDS if split else (sum(INSITU_ROUNDS), 0)
-            total = before + after
+            total = sum(INSITU_ROUNDS)
+            before, after = (INSITU_ROUNDS[0], INSITU_ROUNDS[2]) if split else (total, 0)
             min_time_s = 0.09 if quick else 0.3
             session = InsituSession(model, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
                                     grid=insitu_grid or InsituGrid(), seed=cfg.simulation.seed, clock=clock,
                                     num_blocks=cfg.kv_cache.num_blocks or 0, cache=cache, block_runs=block_runs)
             session.measure(before, min_time_s / total, 3, 50, total)
-            if prompt_len > 0:
-                session.measure_after_prompt(prompt_len, reps=AFTER_PROMPT_REPS * before // total or 1)
+            if prompt_len > 0 and not split:  # split: measured in relayout, on the served layout
+                session.measure_after_prompt(prompt_len, reps=AFTER_PROMPT_REPS)
             session.write(profile)
             out.session, out.rounds_after, out.min_time_s = session, after, min_time_s
             out.prompt_len = prompt_len
@@ -470,6 +493,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
     import torch
 
     from profiler.executor import CPUClock, Executor, LlamaModel, WallClock, torch_threads
+    from profiler.executor.layout import policy_dry_run
     from profiler.executor.server import make_core
 
     check_executable(cfg)
@@ -505,32 +529,42 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                 say("measuring this CPU (peak matmul FLOP/s, copy bandwidth)")
                 work_dir.mkdir(parents=True, exist_ok=True)
                 device_spec = write_device_spec(work_dir / "cpu.yaml", cpu_device_spec(quick=quick))
-            dry = serving_dry_run(cfg, device_spec, model, load)
-            say(f"policy dry run: KV blocks in runs of {np.mean(dry.runs or [1]):.2f} consecutive ids; "
-                f"{dry.after_prompt_fraction:.0%} of decode passes follow a pass with prompt tokens")
-        prompt_len = int(np.median(dry.prompt_tokens)) if dry is not None and dry.prompt_tokens else 0
+            dry = serving_dry_run(cfg, device_spec, model, load)  # on roofline step times: for the pilot sweep
         prof = ensure_profile(cfg, work_dir, profile, device_spec, quick, say, threads, profile_mode, clock,
-                              insitu_grid, model=model, cache=cache, block_runs=dry.runs if dry else None, split=True,
-                              prompt_len=prompt_len)
+                              insitu_grid, model=model, cache=cache, block_runs=dry.runs if dry else None, split=True)
         profile, device_spec = prof.path, prof.device_spec
-        if dry is None:
-            dry = serving_dry_run(cfg, device_spec, model, load)
-        wall["profile_s"] = time.perf_counter() - t0
         data = cfg.model_dump(mode="python")
         data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
         data["cost_model"] = {"kind": "profiled", "profile": str(profile)}
         cfg = validate_config(data, "validate")
-        sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
+        sc, cost = _calibrated(cfg, dry.after_prompt_fraction if dry else 0.0)
         _check_kv_bytes(sc.num_kv_blocks, cfg.kv_cache.block_size, sc.model.kv_bytes_per_token(cfg.quant.kv))
 
-        capacity = rate = None
-        if load is not None:
-            capacity = simulated_capacity(cfg, cost)
-            rate = load * capacity
-            cfg = with_rate(cfg, rate)
+        def at_load(cost) -> tuple[Config, float | None, float | None]:
+            if load is not None:
+                capacity = simulated_capacity(cfg, cost)
+                return with_rate(cfg, load * capacity), capacity, load * capacity
+            return cfg, None, (cfg.workload.arrival.rate_per_s if cfg.workload.kind == "synthetic" else None)
+
+        # NOTE: the pilot's step times drive a second dry run at the served rate: the KV layout and the mix of
+        # passes depend on utilisation, which the roofline clock of the first dry run only approximates
+        # (measured 2026-11-25, quick preset: mean run of 2.60 vs 2.35 consecutive blocks, decode passes right
+        # after a prompt pass 3.8 % vs 8 %).
+        served, capacity, rate = at_load(cost)
+        dry = policy_dry_run(served.scheduler, served.kv_cache, sc.num_kv_blocks, sc.max_model_len,
+                             build_workload(served.workload, served.simulation.seed).to_requests(), cost.stage_seconds,
+                             model)
+        say(f"policy dry run: KV blocks in runs of {np.mean(dry.runs or [1]):.2f} consecutive ids; "
+            f"{dry.after_prompt_fraction:.0%} of decode passes follow a pass with prompt tokens")
+        if prof.relayout(dry.runs, int(np.median(dry.prompt_tokens)) if dry.prompt_tokens else 0, say):
+            sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
+            served, capacity, rate = at_load(cost)
+        else:
+            sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
+        cfg = served
+        wall["profile_s"] = time.perf_counter() - t0
+        if capacity is not None:
             say(f"simulated capacity {capacity:.2f} req/s; serving at {load:.0%} of it = {rate:.2f} req/s")
-        elif cfg.workload.kind == "synthetic":
-            rate = cfg.workload.arrival.rate_per_s
         wl = build_workload(cfg.workload, cfg.simulation.seed)
 
         say(f"serving {len(wl)} requests on the executor ({dims.num_layers} layers, hidden {dims.hidden_size}, "

@@ -14,8 +14,9 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   contiguous.
 - drift: 4 decodes x 128 in 10 s windows over 240 s: mean 5.65 ms, cv 1.5 %, range -3.4 %..+3.1 %, a 128-token
   prompt the same (cv 1.9 %), moving together.
-- predecessor: one decode after itself 2.56 ms, after a 160-token prompt pass 3.46 ms, after 8 decodes
-  2.84 ms, after ~2 ms of Python dict work 3.02 ms (4 decodes: 5.57 / 5.89 / 5.63 / 5.63 ms).
+- predecessor: one decode after itself 2.59 ms, after a 160-token prompt pass 3.50 ms, after 8 decodes
+  2.94 ms, after ~2 ms of Python dict work 2.60 ms (4 decodes: 5.57 / 6.15 / 5.66 / 5.68 ms). Without the
+  fixed malloc thresholds the Python work cost the next decode +18 % (3.02 ms).
 - models: 3 s windows over 60 s, 4 decodes x 128: tiny-llama cv 2.7 % (range -4.5..+6.3 %), small-llama
   cv 1.0 % (-1.7..+2.2 %).
 """

@@ -84,24 +84,27 @@ def test_split_profile_pools_samples_from_both_sides_of_the_run(tmp_path):
     grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16, 32), decode_extra=(), mixed=((8, 0, 2, 16),),
                       prefill=((1, 8),), chunks=((8, 16),))
     prof = ensure_profile(cfg, tmp_path / "out", None, None, True, lambda s: None, clock="cpu", insitu_grid=grid,
-                          split=True, prompt_len=32)
+                          split=True)
 
     def glue_samples():
         df, _ = read_profile(prof.path)
         g = df[(df.op == "executor_overhead") & (df.num_seqs == 1) & (df.num_tokens == 1)]
         assert len(g) == 1
-        return int(g.num_samples.iloc[0]), set(df.op)
+        return int(g.num_samples.iloc[0]), df
 
-    n1, ops1 = glue_samples()
-    assert prof.rounds_after > 0 and "executor_loop" in ops1
-    assert prof.finish() and not prof.finish()  # the second call has nothing left to do
-    n2, ops2 = glue_samples()
-    assert n2 > n1 and ops2 == ops1  # more samples, same ops (the loop rows are carried over)
-    df, _ = read_profile(prof.path)
-    ap = df[df.op == "executor_after_prompt"]
+    n1, df1 = glue_samples()  # the pilot sweep
+    assert prof.rounds_after > 0 and "executor_loop" in set(df1.op)
+    assert "executor_after_prompt" not in set(df1.op)  # measured on the served layout only
+    assert prof.relayout([2], prompt_len=32)
+    n2, df2 = glue_samples()
+    assert n2 > n1
+    ap = df2[df2.op == "executor_after_prompt"]
     assert len(ap) >= 2 and set(ap.num_seqs) >= {1, 2} and (ap.median_s >= 0).all()
-    mx = df[df.op == "executor_mixed_attention"]  # the mixed pass vs its prompt part and decode part alone
+    mx = df2[df2.op == "executor_mixed_attention"]  # the mixed pass vs its prompt part and decode part alone
     assert len(mx) == 1 and (int(mx.num_seqs.iloc[0]), int(mx.num_tokens.iloc[0])) == (2, 8)
+    assert prof.finish() and not prof.finish()  # the second call has nothing left to do
+    n3, df3 = glue_samples()
+    assert n3 > n2 and set(df3.op) == set(df2.op)  # more samples, same ops (the loop rows are carried over)
 
 
 def test_after_prompt_overhead_applies_to_decode_passes_only():

@@ -250,6 +250,14 @@ class InsituSession:
         self.after_prompt: dict[int, list[tuple[float, float]]] = defaultdict(list)
         self.overhead = clock_overhead(CLOCKS[clock])
 
+    def set_layout(self, block_runs: Sequence[int] | None, seed: int = 0) -> None:
+        """Lay synthetic sequences on runs drawn from `block_runs` from now on, and drop the samples that read
+        the KV cache through the old layout (attention, decode-after-prompt); the rest are kept."""
+        self.perm = block_order(self.cache.num_blocks, block_runs, seed)
+        for k in [k for k in self.calls if k[0] in ("attention", "attention-mixed")]:
+            del self.calls[k]
+        self.after_prompt.clear()
+
     def measure(self, rounds: int, min_time_s: float, min_reps: int, max_reps: int, total_rounds: int) -> None:
         """Sweep the grid `rounds` times, each case for min_time_s and min/max_reps / total_rounds reps.
 
