@@ -62,7 +62,7 @@ def quick_config(scheduler: str = "vllm") -> dict[str, Any]:
     300 requests of 32-256 prompt and 8-64 output tokens.
 
     Passes take 2.5 ms (one decode) to ~17 ms (20 decodes) and 15-70 ms with a prompt; the whole run takes
-    about 1.5 minutes at 70 % load. NOTE: the model is sized so that a pass is mostly GEMM work on weights
+    about 110 s on the 2-core VM (~85 s of profiling, ~24 s of serving at 70 % load). NOTE: the model is sized so that a pass is mostly GEMM work on weights
     that do not fit this VM's caches (55 MB): with the 256-hidden examples/tiny-llama (16 MB, L3-resident,
     decode passes under 1 ms of mostly per-op overhead) the same decode pass varied by +-8 % between
     10 s windows, vs +-2 % for this one (measured 2026-11-25).
