@@ -210,7 +210,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     "sweep": the kernel sweep of `llmsim profile` (tight loops) plus the executor glue measured with null
     kernels. Both are op-level measurements; neither looks at a serving run. model/cache: profile on these
     (the executor's own weights and KV cache, so the kernels are timed on the memory they will serve from).
-    block_runs: run lengths of consecutive KV blocks for the synthetic sequences (see `kv_block_runs`).
+    block_runs: run lengths of consecutive KV blocks for the synthetic sequences (see `serving_dry_run`).
     split (insitu): measure the pilot sweep (INSITU_ROUNDS[0]) now and leave the rest to `ProfileRun.relayout`
     and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure decode passes right after a pass of that
     many prompt tokens.

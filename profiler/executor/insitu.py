@@ -209,7 +209,7 @@ def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, 
     are); 0: just what the grid needs. cache: profile on this cache (the one the executor will serve
     from: same memory, same placement) instead of a new one; it must hold at least
     `need_blocks(model, grid, block_size, num_blocks)` blocks. block_runs: lengths of the runs of
-    consecutive blocks served sequences have (`profiler.executor.layout.decode_block_runs`); synthetic
+    consecutive blocks served sequences have (`profiler.executor.layout.policy_dry_run`); synthetic
     sequences get runs drawn from them. None: every block scattered at random.
     """
     session = InsituSession(model, block_size=block_size, dtype=dtype, grid=grid, seed=seed, clock=clock,
