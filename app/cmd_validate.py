@@ -64,8 +64,9 @@ def quick_config(scheduler: str = "vllm") -> dict[str, Any]:
     Passes take 2.5 ms (one decode) to ~17 ms (20 decodes) and 15-70 ms with a prompt; the whole run takes
     about 110 s on the 2-core VM (~85 s of profiling, ~24 s of serving at 70 % load). NOTE: the model is sized so that a pass is mostly GEMM work on weights
     that do not fit this VM's caches (55 MB): with the 256-hidden examples/tiny-llama (16 MB, L3-resident,
-    decode passes under 1 ms of mostly per-op overhead) the same decode pass varied by +-8 % between
-    10 s windows, vs +-2 % for this one (measured 2026-11-25).
+    decode passes under 1 ms of mostly per-op overhead) the same decode pass varied with cv 2.7 % (range
+    -4.5..+6.3 %) between 3 s windows, vs cv 1.0 % (-1.7..+2.2 %) for this one
+    (`benchmarks/bench_executor_timing.py models`, 2026-11-25).
     """
     sched: dict[str, Any] = {"kind": scheduler, "max_batch_size": 64}
     if scheduler in ("sarathi", "splitfuse"):
@@ -548,8 +549,8 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
 
         # NOTE: the pilot's step times drive a second dry run at the served rate: the KV layout and the mix of
         # passes depend on utilisation, which the roofline clock of the first dry run only approximates
-        # (measured 2026-11-25, quick preset: mean run of 2.60 vs 2.35 consecutive blocks, decode passes right
-        # after a prompt pass 3.8 % vs 8 %).
+        # (quick preset, `benchmarks/bench_executor_timing.py dryrun`: mean run of 2.56 vs 2.39 consecutive
+        # blocks, decode passes right after a prompt pass 4.0 % vs 8.5 %).
         served, capacity, rate = at_load(cost)
         dry = policy_dry_run(served.scheduler, served.kv_cache, sc.num_kv_blocks, sc.max_model_len,
                              build_workload(served.workload, served.simulation.seed).to_requests(), cost.stage_seconds,

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.executor.layout import block_order, decode_block_runs, run_lengths  # noqa: E402
+from profiler.executor.layout import block_order, policy_dry_run, run_lengths  # noqa: E402
 
 SMALL_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 512}
@@ -58,12 +58,12 @@ def test_policy_dry_run_layout_fragments_with_overlap():
     means = {}
     for rate in (0.05, 200.0):
         cfg = _cfg(rate)
-        runs = decode_block_runs(cfg.scheduler, cfg.kv_cache, 1024, 2048,
-                                 build_workload(cfg.workload, 0).to_requests(), step, model)
+        runs = policy_dry_run(cfg.scheduler, cfg.kv_cache, 1024, 2048,
+                              build_workload(cfg.workload, 0).to_requests(), step, model).runs
         assert runs and min(runs) >= 1
         means[rate] = float(np.mean(runs))
-        again = decode_block_runs(cfg.scheduler, cfg.kv_cache, 1024, 2048,
-                                  build_workload(cfg.workload, 0).to_requests(), step, model)
+        again = policy_dry_run(cfg.scheduler, cfg.kv_cache, 1024, 2048,
+                               build_workload(cfg.workload, 0).to_requests(), step, model).runs
         assert again == runs  # no timing involved: deterministic
     assert means[0.05] > 2 * means[200.0], means
 

@@ -48,9 +48,9 @@ class InsituGrid:
 
     decode_seqs: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
     decode_contexts: tuple[int, ...] = (16, 32, 64, 128, 192, 256, 384, 512)
-    # GEMM time on CPU is not smooth in m at small m (MKL register blocking: measured 2026-11-25 for the
-    # 512x1024 weight, m=5 and m=7 take 199 and 232 us vs 170/204/210 us at m=4/6/8, so interpolating
-    # odd m between even ones is ~10 % low): every batch size up to 16 gets a GEMM row, at two contexts.
+    # GEMM time on CPU is not smooth in m at small m (MKL register blocking; `benchmarks/bench_executor_timing.py
+    # gemm`, 2026-11-25, 512x1024 weight inside passes: m=5/6/7/8 take 217/217/254/226 us, so interpolating odd m
+    # between even ones is up to ~10 % off): every batch size up to 16 gets a GEMM row, at two contexts.
     decode_extra: tuple[tuple[int, int], ...] = tuple((b, c) for b in (5, 7, 9, 10, 11, 13, 14, 15, 20, 28, 40, 56)
                                                       for c in (64, 256))
     # GEMM time is not a power law in tokens on CPU (MKL blocking): midpoints keep log-log interpolation

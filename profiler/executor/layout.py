@@ -73,12 +73,6 @@ def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, r
     return out
 
 
-def decode_block_runs(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, requests: Sequence[Request],
-                      step_seconds: Callable[[BatchShape], float], model) -> list[int]:
-    """Lengths of the runs of consecutive block ids in every decode sequence's block list (`policy_dry_run`)."""
-    return policy_dry_run(scheduler_cfg, kv_cfg, num_blocks, max_model_len, requests, step_seconds, model).runs
-
-
 class _NoCache:
     """Stands in for the KV tensors in a dry run (the null forward never touches them)."""
 

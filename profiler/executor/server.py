@@ -53,8 +53,9 @@ def steady_allocator() -> bool:
 
     NOTE: with glibc's dynamic thresholds a pass's large temporaries (a 512-token prompt's attention
     scores are 8 MB) are mmapped and page-faulted anew on some passes and reused on others, depending on
-    heap history: measured 2026-11-25 on this VM, the attention of one 512-token prompt took 25-29 ms
-    (dynamic) vs 16.8-16.9 ms (fixed), and per-pass glue of 2048-token passes jumped between runs. The
+    heap history: measured 2026-11-25 on this VM with a one-off script (tiny-llama, not a committed benchmark),
+    the attention of one 512-token prompt took 25-29 ms (dynamic) vs 16.8-16.9 ms (fixed); the committed
+    `benchmarks/bench_executor_timing.py predecessor` notes the effect on a decode after Python work. The
     setting is process-wide; `llmsim validate` applies it before it allocates the model.
     """
     import ctypes
