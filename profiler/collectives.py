@@ -176,7 +176,7 @@ def run_local(world_size: int, ops: list[str], sizes_bytes: list[int], dtype: st
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="llmsim-coll-") as tmp:
         result = Path(tmp) / "rows.json"
-        procs = []
+        procs, logs = [], []
         for rank in range(world_size):
             env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
                    "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
@@ -184,17 +184,35 @@ def run_local(world_size: int, ops: list[str], sizes_bytes: list[int], dtype: st
             cmd = [sys.executable, "-m", "profiler.collectives", "--rows-json", str(result), "--ops", ",".join(ops),
                    "--sizes", ",".join(str(s) for s in sizes_bytes), "--dtype", dtype, "--iters", str(iters),
                    "--warmup", str(warmup), "--backend", backend, "--device-label", device_label]
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        outputs = []
-        for p in procs:
-            try:
-                out, _ = p.communicate(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
+            log = open(Path(tmp) / f"rank{rank}.log", "w+")  # a file, not a pipe: polled ranks never block on it
+            logs.append(log)
+            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True))
+        # NOTE: poll all ranks; once one fails, the others may wait in rendezvous or a collective for
+        # the store's timeout, so they are killed rather than waited for.
+        deadline = time.monotonic() + timeout_s
+        timed_out = False
+        while any(p.poll() is None for p in procs):
+            failed = any(p.returncode not in (None, 0) for p in procs)
+            timed_out = time.monotonic() > deadline
+            if failed or timed_out:
                 for q in procs:
-                    q.kill()
-                raise RuntimeError(f"collectives on {world_size} ranks timed out after {timeout_s} s") from None
-            outputs.append((p.returncode, out))
+                    if q.poll() is None:
+                        q.kill()
+                        q.wait()
+                break
+            time.sleep(0.05)
+        outputs = []
+        for p, log in zip(procs, logs):
+            log.seek(0)
+            outputs.append((p.returncode, log.read()))
+            log.close()
         bad = [(i, rc, out) for i, (rc, out) in enumerate(outputs) if rc != 0]
+        own = [b for b in bad if b[1] > 0]  # ranks that exited on their own (killed ones have rc < 0)
+        if own:
+            i, rc, out = own[0]
+            raise RuntimeError(f"collective rank {i} exited with {rc}:\n{out[-2000:]}")
+        if timed_out:
+            raise RuntimeError(f"collectives on {world_size} ranks timed out after {timeout_s} s")
         if bad:
             i, rc, out = bad[0]
             raise RuntimeError(f"collective rank {i} exited with {rc}:\n{out[-2000:]}")

@@ -143,8 +143,14 @@ def build_cases(cfg: SweepConfig) -> list[Case]:
         seed = zlib.crc32(repr((cfg.seed, op, sorted(shape.items()))).encode())
 
         def new():
-            gen = torch.Generator().manual_seed(seed)
-            return (lambda *dims: torch.randn(*dims, generator=gen).to(device=dev, dtype=dt)), gen
+            gen = torch.Generator().manual_seed(seed)  # CPU: tensors here, and page tables on any device
+            if dev == "cpu":
+                return (lambda *dims: torch.randn(*dims, generator=gen).to(dtype=dt)), gen
+            # NOTE: on CUDA draw on the device. A CPU draw of the full grid's largest decode KV cache
+            # (256 seqs x 32k tokens x Hkv x D) is billions of values; on an H200 the quick grid's decode
+            # family alone ran past two minutes drawing its caches on the host.
+            dgen = torch.Generator(device=dev).manual_seed(seed)
+            return (lambda *dims: torch.randn(*dims, generator=dgen, device=dev).to(dtype=dt)), gen
         return new
 
     cases: list[Case] = []
@@ -419,8 +425,10 @@ def _run_distributed(cfg: SweepConfig, out: str | Path, progress: bool) -> Sweep
         grid = cfg.grid or default_grid(cfg.device, cfg.quick, cfg.tp)
         dev_label = device_name(cfg.device)
         # NOTE: no resume here: every rank must run the same collectives; rank 0's append skips known keys.
+        # NOTE: the backend follows --device, not torch.cuda.is_available(): `--device cpu` on a GPU host
+        # must time gloo on the CPU (seen on a one-GPU H200: nccl was picked, and rank 1 had no GPU 1).
         rows = run_from_env(list(COLLECTIVES), list(grid.message_bytes), cfg.dtype, iters=50 if cfg.quick else 100,
-                            device_label=dev_label)
+                            backend="nccl" if cfg.device == "cuda" else "gloo", device_label=dev_label)
         if rank == 0:
             meta = run_metadata(cfg.device, note=f"collectives under torchrun, world {os.environ['WORLD_SIZE']}")
             res.rows_added += append_rows(out, rows, meta)

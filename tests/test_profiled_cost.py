@@ -384,3 +384,24 @@ def test_simulate_names_the_profile_device_and_warns_on_a_mismatch(tmp_path, tab
     assert any(DEV in n for n in same) and not any(n.startswith("warning") for n in same)
     other = simulate(Config.model_validate({**base, "hardware": {"gpu": "h100-sxm"}})).summary["notes"]
     assert any(n.startswith("warning") and "h100-sxm" in n for n in other)
+
+
+def test_committed_h200_table_calibrates_llama_8b():
+    """profiles/h200-llama-3.1-8b-bf16.parquet (measured on a lent H200 by benchmarks/gpu_session.sh):
+    both implementations per shape, and a decode step of llama-3.1-8b is costed from its rows."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "profiles" / "h200-llama-3.1-8b-bf16.parquet"
+    df, runs = read_profile(path)
+    assert set(df["device"]) == {"cuda:NVIDIA H200"} and set(df["impl"]) == {"triton", "torch"}
+    assert all(r["device_kind"] == "cuda" for r in runs)
+    model = get_model("llama-3.1-8b")
+    cm = ProfiledCostModel(path, model, get_gpu("h200"), ParallelConfig(tp=1), QuantConfig(dtype="bf16"))
+    sc = cm.step_cost(BatchShape.from_seqs([(1, 1024)] * 8))
+    src = {op.name: op.source for op in sc.ops}
+    assert src["qkv_proj"] == "measured" and src["mlp_down"] == "measured"
+    # the mlp_down GEMM at m = 8 is the fastest implementation's measured median, once per layer
+    down = next(op for op in sc.ops if op.name == "mlp_down")
+    rows = df[(df["op"] == "gemm") & (df["m"] == 8) & (df["n"] == model.hidden_size)
+              & (df["k"] == model.intermediate_size)]
+    assert down.seconds == pytest.approx(rows["median_s"].min() * model.num_layers, rel=1e-6)

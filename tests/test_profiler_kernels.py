@@ -187,9 +187,9 @@ def test_attention_kernels_on_cuda(dtype):
     out = attn.flash_attention_varlen(q, k, v, _cu(len_q), _cu(len_k))
     assert rel_error(out, attn.flash_attention_varlen_ref(q, k, v, _cu(len_q), _cu(len_k))) < TOLERANCE[dtype]
     ctx = torch.tensor([1, 700, 4097], dtype=torch.int32, device=DEVICE)
-    kc = _rand(gen, 600, 16, 8, 128, dtype=dtype)
-    vc = _rand(gen, 600, 16, 8, 128, dtype=dtype)
-    bt = torch.randperm(600, generator=gen)[:3 * 257].reshape(3, 257).to(torch.int32).to(DEVICE)
+    kc = _rand(gen, 800, 16, 8, 128, dtype=dtype)  # 3 x 257 pages (4097 tokens / 16) fit in 800 blocks
+    vc = _rand(gen, 800, 16, 8, 128, dtype=dtype)
+    bt = torch.randperm(800, generator=gen)[:3 * 257].reshape(3, 257).to(torch.int32).to(DEVICE)
     qd = _rand(gen, 3, 32, 128, dtype=dtype)
     ref = attn.paged_decode_attention_ref(qd, kc, vc, bt, ctx)
     assert rel_error(attn.paged_decode_attention(qd, kc, vc, bt, ctx), ref) < TOLERANCE[dtype]

@@ -195,14 +195,17 @@ def test_llmsim_profile_under_torchrun_env(tmp_path):
     assert (tmp_path / "dist.device.yaml").is_file()  # rank 0 measured and wrote the CPU spec
 
 
-def test_gpu_sweep_cases_compute_the_same_as_torch_under_the_interpreter():
-    """The CUDA sweep times Triton and torch side by side; here each Triton case (interpreted) must return
-    what the torch case of the same shape returns: same seeded inputs, same semantics (causal, GQA, paging)."""
+def test_gpu_sweep_cases_compute_the_same_as_torch():
+    """The CUDA sweep times Triton and torch side by side; here each Triton case (interpreted on CPU,
+    compiled on CUDA) must return what the torch case of the same shape returns: same seeded inputs, same
+    semantics (causal, GQA, paging)."""
     from profiler.kernels._common import TOLERANCE, rel_error
 
     grid = Grid(tokens=(3, 16), logits=(2,), prefill_seqs=(2,), prefill_lens=(9,), decode_seqs=(3,),
                 decode_contexts=(20,), world_sizes=(), message_bytes=(), chunk_contexts=(5,))
-    cases = build_cases(_cfg(grid=grid, impls=("triton", "torch")))
+    # NOTE: without TRITON_INTERPRET (a CUDA host) Triton cannot launch on CPU tensors: use the GPU there
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cases = build_cases(_cfg(device=device, grid=grid, impls=("triton", "torch")))
     by_key = {}
     for c in cases:
         by_key.setdefault((c.op, tuple(sorted(c.shape.items()))), {})[c.impl] = c

@@ -34,6 +34,18 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out32 - ref32).abs().max() / denom)
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """`tl.dot` input precision for operands of `dtype`: "ieee" for fp32, "tf32" (Triton's default) else.
+
+    NOTE: Triton's default for an fp32 `tl.dot` on NVIDIA GPUs is TF32 (10-bit mantissa, relative
+    error ~3e-4), while torch's fp32 matmul and SDPA reference run full fp32 unless
+    `torch.backends.cuda.matmul.allow_tf32` is set (its default is False). Seen on an H200: fp32 GEMM
+    and attention tests failed the 1e-4 bound with the default. Triton and torch rows of one fp32
+    profile must time the same arithmetic, so fp32 is IEEE here. fp16/bf16 ignore it.
+    """
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
 def upcast_dot(dtype: torch.dtype) -> bool:
     """Whether kernels must cast tl.dot operands to fp32 first.
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from profiler.kernels._common import check_launch, interpreting, upcast_dot
+from profiler.kernels._common import check_launch, dot_precision, interpreting, upcast_dot
 
 
 # --------------------------------------------------------------------------- prefill (varlen)
@@ -32,7 +32,7 @@ def _flash_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_q_ptr, cu_k_ptr, sm_scale,
                       stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
                       HEAD_DIM, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                      UPCAST: tl.constexpr):
+                      UPCAST: tl.constexpr, DOT_PREC: tl.constexpr):
     pid_m = tl.program_id(0)
     seq = tl.program_id(1)
     head = tl.program_id(2)
@@ -71,7 +71,7 @@ def _flash_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_q_ptr, cu_k_ptr, sm_scale,
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
         valid = cols[None, :] < len_k
         if CAUSAL:
             valid = valid & (cols[None, :] <= offs_m[:, None] + shift)
@@ -82,7 +82,7 @@ def _flash_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_q_ptr, cu_k_ptr, sm_scale,
         p = tl.math.exp2(s - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         m_i = m_new
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(o_ptr + (q_start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
@@ -116,7 +116,8 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         q, k, v, o, cu_seqlens_q, cu_seqlens_k, sm_scale or 1.0 / math.sqrt(head_dim),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o.stride(0), o.stride(1),
         head_dim, GROUP=group, CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn,
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)), UPCAST=upcast_dot(q.dtype))
+        BLOCK_D=max(16, triton.next_power_of_2(head_dim)), UPCAST=upcast_dot(q.dtype),
+        DOT_PREC=dot_precision(q.dtype))
     return o
 
 

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from profiler.kernels._common import check_launch, interpreting, upcast_dot
+from profiler.kernels._common import check_launch, dot_precision, interpreting, upcast_dot
 
 # Block configs the autotuner chooses among on CUDA (tutorial 03's list, trimmed to four that
 # cover small-M decode GEMMs and large square GEMMs).
@@ -29,7 +29,7 @@ INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 4}
 def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
                    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   GROUP_M: tl.constexpr, UPCAST: tl.constexpr):
+                   GROUP_M: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr):
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -54,7 +54,7 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PREC)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     c = acc.to(c_ptr.dtype.element_ty)
@@ -79,13 +79,14 @@ def matmul(a: torch.Tensor, b: torch.Tensor, config: dict | None = None) -> torc
     c = torch.empty((M, N), device=a.device, dtype=a.dtype)
     args = (a, b, c, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1))
     upcast = upcast_dot(a.dtype)
+    prec = dot_precision(a.dtype)
     if config is None and not interpreting():
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-        _matmul_autotuned[grid](*args, UPCAST=upcast)
+        _matmul_autotuned[grid](*args, UPCAST=upcast, DOT_PREC=prec)
         return c
     cfg = dict(config or INTERPRETER_CONFIG)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
-    _matmul_kernel[grid](*args, UPCAST=upcast, **cfg)
+    _matmul_kernel[grid](*args, UPCAST=upcast, DOT_PREC=prec, **cfg)
     return c
 
 
