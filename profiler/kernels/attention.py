@@ -311,8 +311,8 @@ def paged_decode_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache
         if length == 0:
             continue
         pages = table[i, :-(-length // page)]
-        k = k_cache[pages].view(-1, hkv, d)[:length]  # [L, Hkv, D]
-        v = v_cache[pages].view(-1, hkv, d)[:length]
+        k = k_cache.index_select(0, pages).view(-1, hkv, d)[:length]  # [L, Hkv, D]
+        v = v_cache.index_select(0, pages).view(-1, hkv, d)[:length]
         p = torch.softmax(torch.bmm(qs[i], k.permute(1, 2, 0)).float(), dim=-1).to(q.dtype)  # [Hkv, G, L]
         torch.bmm(p, v.transpose(0, 1), out=out[i])
     return out.view(batch, hkv * group, d)
