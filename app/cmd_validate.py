@@ -100,7 +100,8 @@ class WithExecutorOverhead:
     base: CostModel
     overhead: "PassOverhead"
     after_prompt: "OverheadFit | None" = None
-    after_prompt_fraction: float = 0.0
+    # a float, or one share per decode batch-size bin (b-1).bit_length() (`DryRun.after_prompt_fractions`)
+    after_prompt_fraction: float | tuple[float, ...] = 0.0
     mixed: "OverheadFit | None" = None  # op "executor_mixed_attention": (decodes, prompt tokens) -> seconds
 
     def _overhead(self, shape: BatchShape) -> float:
@@ -109,7 +110,10 @@ class WithExecutorOverhead:
         o = self.overhead.seconds(shape.num_seqs, shape.num_tokens, shape.num_prefill_tokens)
         if shape.num_prefill_tokens == 0:
             if self.after_prompt is not None:
-                o += self.after_prompt_fraction * self.after_prompt.seconds(shape.num_seqs, shape.num_tokens)
+                f = self.after_prompt_fraction
+                if isinstance(f, tuple):
+                    f = f[min(len(f) - 1, (shape.num_seqs - 1).bit_length())]
+                o += f * self.after_prompt.seconds(shape.num_seqs, shape.num_tokens)
         elif shape.num_decode_tokens and self.mixed is not None:
             o += self.mixed.seconds(shape.num_decode_tokens, shape.num_prefill_tokens)
         return o
@@ -175,13 +179,14 @@ class ProfileRun:
         self.rounds_after = 0
         return True
 
-    def relayout(self, block_runs, prompt_len: int, say: Callable[[str], None] = lambda s: None) -> bool:
+    def relayout(self, block_runs, prompt_len: int, say: Callable[[str], None] = lambda s: None,
+                 ctx_ratios=None) -> bool:
         """After the pilot sweep: lay synthetic sequences as `block_runs` says (a dry run on the calibrated
         step times), drop the samples that read the cache through the pilot's layout, and run the sweeps
         due before the served run plus the decode-after-prompt pairs (prompts of `prompt_len` tokens)."""
         if self.session is None:
             return False
-        self.session.set_layout(block_runs)
+        self.session.set_layout(block_runs, ctx_ratios=ctx_ratios)
         self.prompt_len = prompt_len
         say(f"profiling {INSITU_ROUNDS[1]} more sweep(s) on the served KV layout")
         self._measure(INSITU_ROUNDS[1], prompt_len, AFTER_PROMPT_REPS // 2)
@@ -203,7 +208,7 @@ class ProfileRun:
 def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_spec: Optional[Path], quick: bool,
                    say: Callable[[str], None], threads: int = 1, mode: str = "insitu",
                    clock: str = "wall", insitu_grid=None, model=None, cache=None,
-                   block_runs=None, split: bool = False, prompt_len: int = 0) -> ProfileRun:
+                   block_runs=None, split: bool = False, prompt_len: int = 0, ctx_ratios=None) -> ProfileRun:
     """Profile table and device spec YAML: measured now on this CPU for what is not given.
 
     mode "insitu": every executor kernel timed inside synthetic executor passes (profiler.executor.insitu),
@@ -212,6 +217,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     kernels. Both are op-level measurements; neither looks at a serving run. model/cache: profile on these
     (the executor's own weights and KV cache, so the kernels are timed on the memory they will serve from).
     block_runs: run lengths of consecutive KV blocks for the synthetic sequences (see `serving_dry_run`).
+    ctx_ratios: how decode contexts of one served pass spread around their mean (`DryRun.ctx_ratios`).
     split (insitu): measure the pilot sweep (INSITU_ROUNDS[0]) now and leave the rest to `ProfileRun.relayout`
     and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure decode passes right after a pass of that
     many prompt tokens.
@@ -255,7 +261,8 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
             min_time_s = 0.09 if quick else 0.3
             session = InsituSession(model, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
                                     grid=insitu_grid or InsituGrid(), seed=cfg.simulation.seed, clock=clock,
-                                    num_blocks=cfg.kv_cache.num_blocks or 0, cache=cache, block_runs=block_runs)
+                                    num_blocks=cfg.kv_cache.num_blocks or 0, cache=cache, block_runs=block_runs,
+                                    ctx_ratios=ctx_ratios)
             session.measure(before, min_time_s / total, 3, 50, total)
             if prompt_len > 0 and not split:  # split: measured in relayout, on the served layout
                 session.measure_after_prompt(prompt_len, reps=AFTER_PROMPT_REPS)
@@ -464,7 +471,7 @@ def _check_kv_bytes(num_blocks: int, block_size: int, bytes_per_token: float) ->
                         "set kv_cache.num_blocks")
 
 
-def _calibrated(cfg: Config, after_prompt_fraction: float = 0.0):
+def _calibrated(cfg: Config, after_prompt_fraction: float | tuple[float, ...] = 0.0):
     """(scenario, cost model) of a config whose cost model is the profiled one: the profile's kernels plus the
     executor's measured glue, serving-loop and decode-after-prompt overheads."""
     from hwmodels.profiled import ProfiledCostModel
@@ -532,13 +539,14 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                 device_spec = write_device_spec(work_dir / "cpu.yaml", cpu_device_spec(quick=quick))
             dry = serving_dry_run(cfg, device_spec, model, load)  # on roofline step times: for the pilot sweep
         prof = ensure_profile(cfg, work_dir, profile, device_spec, quick, say, threads, profile_mode, clock,
-                              insitu_grid, model=model, cache=cache, block_runs=dry.runs if dry else None, split=True)
+                              insitu_grid, model=model, cache=cache, block_runs=dry.runs if dry else None, split=True,
+                              ctx_ratios=dry.ctx_ratios if dry else None)
         profile, device_spec = prof.path, prof.device_spec
         data = cfg.model_dump(mode="python")
         data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
         data["cost_model"] = {"kind": "profiled", "profile": str(profile)}
         cfg = validate_config(data, "validate")
-        sc, cost = _calibrated(cfg, dry.after_prompt_fraction if dry else 0.0)
+        sc, cost = _calibrated(cfg, dry.after_prompt_fractions() if dry else 0.0)
         _check_kv_bytes(sc.num_kv_blocks, cfg.kv_cache.block_size, sc.model.kv_bytes_per_token(cfg.quant.kv))
 
         def at_load(cost) -> tuple[Config, float | None, float | None]:
@@ -557,11 +565,12 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                              model)
         say(f"policy dry run: KV blocks in runs of {np.mean(dry.runs or [1]):.2f} consecutive ids; "
             f"{dry.after_prompt_fraction:.0%} of decode passes follow a pass with prompt tokens")
-        if prof.relayout(dry.runs, int(np.median(dry.prompt_tokens)) if dry.prompt_tokens else 0, say):
-            sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
+        if prof.relayout(dry.runs, int(np.median(dry.prompt_tokens)) if dry.prompt_tokens else 0, say,
+                         ctx_ratios=dry.ctx_ratios):
+            sc, cost = _calibrated(cfg, dry.after_prompt_fractions())
             served, capacity, rate = at_load(cost)
         else:
-            sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
+            sc, cost = _calibrated(cfg, dry.after_prompt_fractions())
         cfg = served
         wall["profile_s"] = time.perf_counter() - t0
         if capacity is not None:
@@ -585,7 +594,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         loads["after_executor"] = list(os.getloadavg())
         t3 = time.perf_counter()
         if prof.finish(say):  # the in-situ rounds left for after the run; the table is rewritten from all samples
-            sc, cost = _calibrated(cfg, dry.after_prompt_fraction)
+            sc, cost = _calibrated(cfg, dry.after_prompt_fractions())
         wall["profile_s"] += time.perf_counter() - t3
         del torch
 

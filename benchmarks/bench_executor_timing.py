@@ -9,6 +9,7 @@
     python benchmarks/bench_executor_timing.py dryrun DIR    # dry run on roofline vs on DIR's calibrated profile
     python benchmarks/bench_executor_timing.py gemm          # in-pass GEMM time vs m (decode batch size) 1..9
     python benchmarks/bench_executor_timing.py gather        # KV page gather: indexing vs index_select, by layout
+    python benchmarks/bench_executor_timing.py ragged        # decode passes: uniform vs ragged contexts, same total
 
 Every number is thread CPU time of one torch thread pinned to one core, on synthetic passes of the
 executor (`profiler.executor`), with the allocator settings `llmsim validate` uses. Results as of
@@ -18,6 +19,10 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   / 0.91 / 0.79 ms with runs of 2 / 3 / 6 / all consecutive blocks. 8 x 256: 4.06 ms scattered, 2.45 ms
   contiguous. With the index_select gather (2026-11-26): 0.78 / 0.67 / 0.64 / 0.61 / 0.58 ms, and 8 x 256
   2.36 ms scattered, 1.64 ms contiguous.
+- ragged (2026-11-26): decodes around 200 tokens (uniform vs drawn from 40..360, same total), attention of
+  the pass, two runs: 2 seqs 0.454-0.464 vs 0.454-0.456 ms and 0.480 vs 0.458-0.505; 8 seqs 1.51 vs 1.56-1.61
+  and 1.54-1.60 vs 1.62-1.65 ms; 32 seqs 5.72-5.87 vs 6.05-6.09 and 6.09-6.15 vs 6.15-6.26 ms (ragged +0..+6 %
+  of attention, up to ~1 % of the pass).
 - gather (2026-11-26): 4 x 8 blocks, K and V, 4 layers, L3 flushed: indexing 0.47 ms contiguous / 0.70 ms
   scattered, index_select 0.23 / 0.32 ms.
 - drift: 4 decodes x 128 in 10 s windows over 240 s: mean 5.65 ms, cv 1.5 %, range -3.4 %..+3.1 %, a 128-token
@@ -262,6 +267,24 @@ def gather() -> None:
             print(f"{way:12s} " + "  ".join(f"{n} {t:.3f} ms" for n, t in res.items()), flush=True)
 
 
+def ragged() -> None:
+    """Decode passes of B sequences at one context vs at ragged contexts with the same total (served batches
+    are ragged); runs of 3 consecutive blocks; each twice, alternating."""
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0)
+    rng = np.random.default_rng(0)
+    for b in (2, 8, 32):
+        for _ in range(2):
+            c = rng.integers(40, 361, b)
+            c = np.rint(c - c.mean() + 200).astype(int)
+            c[0] += 200 * b - int(c.sum())
+            for kind, seqs in (("uniform", [(1, 200)] * b), ("ragged", [(1, int(x)) for x in c])):
+                reps = _time_pass(model, cache, seqs, 16, perm, 0.5, 10, 200, CLOCK)
+                att = np.median([sum(s for op, _, s in rec if op == "attention") for _, _, rec in reps])
+                print(f"{b} decodes, {kind:8s}: attention {att * 1e3:.3f} ms, pass {np.median([r[0] for r in reps]) * 1e3:.3f} ms",
+                      flush=True)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
@@ -283,13 +306,15 @@ def main() -> None:
         gemm()
     elif what == "gather":
         gather()
+    elif what == "ragged":
+        ragged()
     elif what == "fragmentation":
         fragmentation()
     elif what == "dryrun" and len(sys.argv) > 2:
         dryrun(sys.argv[2])
     else:
         sys.exit(f"unknown measurement {what!r}: layout | drift | predecessor | models | mixed | fragmentation | "
-                 "dryrun DIR | gemm | gather")
+                 "dryrun DIR | gemm | gather | ragged")
 
 
 if __name__ == "__main__":

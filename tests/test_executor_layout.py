@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.executor.layout import block_order, policy_dry_run, run_lengths  # noqa: E402
+from profiler.executor.layout import block_order, policy_dry_run, ragged_contexts, run_lengths  # noqa: E402
 
 SMALL_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 512}
@@ -55,17 +55,37 @@ def test_policy_dry_run_layout_fragments_with_overlap():
     def step(s: BatchShape) -> float:
         return 1e-3 + 1e-5 * s.num_tokens
 
-    means = {}
+    means, spread = {}, {}
     for rate in (0.05, 200.0):
         cfg = _cfg(rate)
-        runs = policy_dry_run(cfg.scheduler, cfg.kv_cache, 1024, 2048,
-                              build_workload(cfg.workload, 0).to_requests(), step, model).runs
+        dry = policy_dry_run(cfg.scheduler, cfg.kv_cache, 1024, 2048, build_workload(cfg.workload, 0).to_requests(),
+                             step, model)
+        runs = dry.runs
         assert runs and min(runs) >= 1
         means[rate] = float(np.mean(runs))
+        spread[rate] = dry.ctx_ratios
         again = policy_dry_run(cfg.scheduler, cfg.kv_cache, 1024, 2048,
                                build_workload(cfg.workload, 0).to_requests(), step, model).runs
         assert again == runs  # no timing involved: deterministic
     assert means[0.05] > 2 * means[200.0], means
+    # decode contexts of one pass: none at 0.05 req/s (one request at a time), spread around 1 when they overlap
+    assert spread[0.05] == [] and len(spread[200.0]) > 100
+    r = np.asarray(spread[200.0])
+    assert r.min() > 0 and abs(r.mean() - 1) < 0.05 and r.std() > 0.1
+
+
+def test_ragged_contexts_keep_the_total_and_follow_the_served_spread():
+    rng = np.random.default_rng(0)
+    pool = [0.5, 1.0, 1.5]
+    for b, c in ((2, 16), (8, 200), (64, 512), (5, 1)):
+        got = ragged_contexts(b, c, pool, rng, 512)
+        assert len(got) == b and sum(got) == b * c and min(got) >= 1 and max(got) <= 512, (b, c, got)
+    wide = ragged_contexts(64, 200, pool, np.random.default_rng(1), 2047)
+    assert np.std(wide) > 50 and 2.8 < max(wide) / min(wide) < 3.2  # the pool's 1.5 / 0.5, up to rounding
+    assert ragged_contexts(8, 200, [], rng, 512) == [200] * 8  # no served spread: uniform
+    assert ragged_contexts(1, 200, pool, rng, 512) == [200]
+    a = ragged_contexts(16, 100, pool, np.random.default_rng(3), 512)
+    assert a == ragged_contexts(16, 100, pool, np.random.default_rng(3), 512)  # seeded
 
 
 def test_split_profile_pools_samples_from_both_sides_of_the_run(tmp_path):
@@ -120,6 +140,23 @@ def test_after_prompt_overhead_applies_to_decode_passes_only():
     dec, pre = BatchShape.from_seqs([(1, 100)] * 4), BatchShape.from_seqs([(64, 0), (1, 100)])
     assert cost.stage_seconds(dec) == pytest.approx(plain.stage_seconds(dec) + 0.25 * (2e-4 + 4e-5))
     assert cost.stage_seconds(pre) == pytest.approx(plain.stage_seconds(pre))
+    # per batch-size bin (b-1).bit_length(): 4 sequences are bin 2; past the last bin, the last share
+    binned = WithExecutorOverhead(base, PassOverhead(zero, zero), OverheadFit(2e-4, 1e-5, 0.0), (0.0, 0.1, 0.5))
+    assert binned.stage_seconds(dec) == pytest.approx(plain.stage_seconds(dec) + 0.5 * (2e-4 + 4e-5))
+    one = BatchShape.from_seqs([(1, 100)])
+    assert binned.stage_seconds(one) == pytest.approx(plain.stage_seconds(one))
+    big = BatchShape.from_seqs([(1, 100)] * 40)
+    assert binned.stage_seconds(big) == pytest.approx(plain.stage_seconds(big) + 0.5 * (2e-4 + 40e-5))
+
+
+def test_dry_run_after_prompt_share_by_batch_size():
+    from profiler.executor.layout import DryRun
+
+    dry = DryRun([], decode_passes=200, decode_after_prompt=20, decode_passes_by_bin={0: 100, 2: 90, 4: 10},
+                 after_prompt_by_bin={0: 2, 2: 9, 4: 9})
+    # bins with fewer than 20 passes (1: none, 4: 10) take the overall 10 %
+    assert dry.after_prompt_fractions() == pytest.approx((0.02, 0.1, 0.1, 0.1, 0.1))
+    assert DryRun([]).after_prompt_fractions() == (0.0,)
 
 
 def test_clock_overhead_is_small_and_positive():

@@ -29,7 +29,7 @@ import torch
 from hwmodels.profiled import attention_work, causal_pairs, elementwise_work, gemm_work
 from profiler.devices import device_name, run_metadata
 from profiler.executor.attention import PagedKVCache, build_batch
-from profiler.executor.layout import block_order
+from profiler.executor.layout import block_order, ragged_contexts
 from profiler.executor.model import LlamaModel
 from profiler.executor.overhead import OP as OVERHEAD_OP
 from profiler.table import append_rows, row
@@ -114,7 +114,9 @@ def _cases(model: LlamaModel, grid: InsituGrid) -> list[tuple[str, list[tuple[in
 
 def need_blocks(model: LlamaModel, grid: InsituGrid = InsituGrid(), block_size: int = 16, num_blocks: int = 0) -> int:
     """KV blocks the grid's largest pass (plus the conditioning pass) needs, at least num_blocks."""
-    need = max(_num_blocks(seqs, block_size) for _, seqs in _cases(model, grid)) + _num_blocks(CONDITION, block_size)
+    # + one block per sequence: ragged decode contexts (`ragged_contexts`) keep the total context, not the blocks
+    need = (max(_num_blocks(seqs, block_size) + len(seqs) for _, seqs in _cases(model, grid))
+            + _num_blocks(CONDITION, block_size))
     return max(need, num_blocks)
 
 
@@ -228,7 +230,8 @@ class InsituSession:
 
     def __init__(self, model: LlamaModel, *, block_size: int = 16, dtype: str = "fp32",
                  grid: InsituGrid = InsituGrid(), seed: int = 0, clock: str = "wall", num_blocks: int = 0,
-                 cache: PagedKVCache | None = None, block_runs: Sequence[int] | None = None) -> None:
+                 cache: PagedKVCache | None = None, block_runs: Sequence[int] | None = None,
+                 ctx_ratios: Sequence[float] | None = None) -> None:
         if clock not in CLOCKS:
             raise ValueError(f"clock={clock!r}: allowed {sorted(CLOCKS)}")
         dims = model.dims
@@ -244,16 +247,22 @@ class InsituSession:
         self.cache = cache
         # Block ids as a paged KV manager hands them out after some churn: runs of consecutive ids.
         self.perm = block_order(cache.num_blocks, block_runs, seed)
+        self.seed = seed
+        self.ctx_ratios = list(ctx_ratios or [])
         self.calls: dict[tuple, list[float]] = defaultdict(list)
         self.glue: dict[tuple[int, int], list[float]] = defaultdict(list)
         self.checks: list[tuple[float, float]] = []
         self.after_prompt: dict[int, list[tuple[float, float]]] = defaultdict(list)
         self.overhead = clock_overhead(CLOCKS[clock])
 
-    def set_layout(self, block_runs: Sequence[int] | None, seed: int = 0) -> None:
-        """Lay synthetic sequences on runs drawn from `block_runs` from now on, and drop the samples that read
-        the KV cache through the old layout (attention, decode-after-prompt); the rest are kept."""
+    def set_layout(self, block_runs: Sequence[int] | None, seed: int = 0,
+                   ctx_ratios: Sequence[float] | None = None) -> None:
+        """Lay synthetic sequences on runs drawn from `block_runs` from now on, with decode contexts spread as
+        `ctx_ratios` says (`ragged_contexts`; None: as before), and drop the samples that read the KV cache
+        through the old layout (attention, decode-after-prompt); the rest are kept."""
         self.perm = block_order(self.cache.num_blocks, block_runs, seed)
+        if ctx_ratios is not None:
+            self.ctx_ratios = list(ctx_ratios)
         for k in [k for k in self.calls if k[0] in ("attention", "attention-mixed")]:
             del self.calls[k]
         self.after_prompt.clear()
@@ -266,10 +275,21 @@ class InsituSession:
         """
         for _ in range(rounds):
             for kind, seqs in self.cases:
-                reps = _time_pass(self.model, self.cache, seqs, self.block_size, self.perm, min_time_s,
+                reps = _time_pass(self.model, self.cache, self.served_rows(seqs), self.block_size, self.perm, min_time_s,
                                   max(1, -(-min_reps // total_rounds)), max(1, max_reps // total_rounds),
                                   CLOCKS[self.clock])
                 _measure(kind, seqs, reps, self.calls, self.glue, self.checks, self.overhead)
+
+    def served_rows(self, seqs):
+        """The rows a synthetic pass runs: its decode rows at ragged contexts with the same total (seeded by
+        the pass), its prompt rows as they are. Rows are keyed in the table by the uniform `seqs`."""
+        dec = [c for n, c in seqs if n == 1 and c > 0]
+        if len(dec) < 2 or not self.ctx_ratios:
+            return seqs
+        pre = [(n, c) for n, c in seqs if not (n == 1 and c > 0)]
+        rng = np.random.default_rng((self.seed, len(dec), dec[0]))
+        ctxs = ragged_contexts(len(dec), dec[0], self.ctx_ratios, rng, self.model.dims.max_position - 1)
+        return pre + [(1, c) for c in ctxs]
 
     def measure_after_prompt(self, prompt_len: int, reps: int = 4, context: int = 128) -> None:
         """Extra seconds of a decode-only pass right after a pass with prompt tokens, per decode batch size.

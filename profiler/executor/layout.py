@@ -32,11 +32,31 @@ class DryRun:
     runs: list[int]  # lengths of runs of consecutive block ids in decode sequences' block lists
     decode_passes: int = 0
     decode_after_prompt: int = 0  # decode-only passes right after a pass with prompt tokens
+    # the same two counts per batch-size bin (b-1).bit_length(): 1, 2, 3-4, 5-8, 9-16, ...
+    decode_passes_by_bin: dict[int, int] = field(default_factory=dict)
+    after_prompt_by_bin: dict[int, int] = field(default_factory=dict)
     prompt_tokens: list[int] = field(default_factory=list)  # prompt tokens of each pass that has some
+    # each decode row's KV length over the mean of its pass's decode rows (passes with 2+ decodes)
+    ctx_ratios: list[float] = field(default_factory=list)
 
     @property
     def after_prompt_fraction(self) -> float:
         return self.decode_after_prompt / self.decode_passes if self.decode_passes else 0.0
+
+    def after_prompt_fractions(self, min_passes: int = 20) -> tuple[float, ...]:
+        """Share of decode-only passes right after a pass with prompt tokens, per batch-size bin
+        `(b-1).bit_length()` (1, 2, 3-4, 5-8, ...); a bin with fewer than `min_passes` passes gets the overall
+        share. The share grows with the batch (quick vllm preset, measured serving: ~3 % of 1-sequence passes,
+        ~28 % of 17-64-sequence passes; overall ~8.5 %): a large batch is there because requests keep arriving,
+        and each arrival brings a prompt pass."""
+        if not self.decode_passes_by_bin:
+            return (self.after_prompt_fraction,)
+        top = max(self.decode_passes_by_bin)
+        out = []
+        for k in range(top + 1):
+            n = self.decode_passes_by_bin.get(k, 0)
+            out.append(self.after_prompt_by_bin.get(k, 0) / n if n >= min_passes else self.after_prompt_fraction)
+        return tuple(out)
 
 
 def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, requests: Sequence[Request],
@@ -44,7 +64,8 @@ def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, r
     """Serve `requests` with the configured policies, a null forward pass and a virtual clock (`step_seconds`
     per pass: only the overlap of requests, hence the churn of the free list and the mix of passes,
     depends on it) and record the KV block runs of every decode sequence, how often a decode-only pass
-    follows a pass with prompt tokens, and the prompt tokens of such passes. `requests` are consumed
+    follows a pass with prompt tokens, the prompt tokens of such passes, and how the KV lengths of the
+    decode rows of one pass spread around their mean. `requests` are consumed
     (pass fresh ones)."""
     from profiler.executor.server import Executor, VirtualClock, make_core
 
@@ -54,16 +75,24 @@ def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, r
     class _Recorder(Executor):
         def _forward(self, ids, seqs, sample_rows):
             prompt = 0
+            lens = []
             for n, ctx, blocks in seqs:
                 if n == 1 and ctx > 0:
                     out.runs.extend(run_lengths(blocks[: -(-(ctx + 1) // self.core.kv.block_size)]))
+                    lens.append(ctx + 1)
                 else:
                     prompt += n
+            if len(lens) > 1:
+                mean = sum(lens) / len(lens)
+                out.ctx_ratios.extend(x / mean for x in lens)
             if prompt:
                 out.prompt_tokens.append(prompt)
             else:
                 out.decode_passes += 1
                 out.decode_after_prompt += prev_prompt[0]
+                k = (len(seqs) - 1).bit_length()
+                out.decode_passes_by_bin[k] = out.decode_passes_by_bin.get(k, 0) + 1
+                out.after_prompt_by_bin[k] = out.after_prompt_by_bin.get(k, 0) + prev_prompt[0]
             prev_prompt[0] = prompt > 0
             return [0] * len(sample_rows)
 
@@ -108,3 +137,32 @@ def block_order(num_blocks: int, runs: Sequence[int] | None, seed: int = 0) -> n
         cuts.append((start, min(num_blocks, start + n)))
         start += n
     return np.concatenate([np.arange(a, b) for a, b in (cuts[i] for i in rng.permutation(len(cuts)))])
+
+
+def ragged_contexts(num_seqs: int, ctx: int, ratios: Sequence[float] | None, rng: np.random.Generator,
+                    max_ctx: int) -> list[int]:
+    """`num_seqs` decode contexts with mean exactly `ctx` (the sum is kept), spread as `ratios` (KV length
+    over its pass's mean, from `policy_dry_run`) says, each within [1, max_ctx]. No ratios or one sequence:
+    all equal to ctx.
+
+    NOTE: served decode batches are ragged, and on a CPU a ragged batch's attention can cost more than a
+    uniform one with the same total context (2026-11-26, small-llama, decodes around 200 tokens: +0..+6 % of
+    the pass's attention for 8 and 32 decodes, up to ~1 % of the pass, two runs; `benchmarks/
+    bench_executor_timing.py ragged`), so the profile's decode passes carry the served spread while keeping
+    the (sequences, total context) they are keyed by."""
+    if not ratios or num_seqs < 2 or not 1 <= ctx <= max_ctx:
+        return [ctx] * num_seqs
+    pool = np.asarray(ratios, dtype=np.float64)
+    r = pool[rng.integers(pool.size, size=num_seqs)]
+    c = np.clip(np.rint(r / r.mean() * ctx), 1, max_ctx).astype(np.int64)
+    diff = num_seqs * ctx - int(c.sum())
+    order = np.argsort(-c) if diff < 0 else np.argsort(c)
+    i = 0
+    while diff:  # move the remainder one token at a time onto rows that have room, largest (or smallest) first
+        j = order[i % num_seqs]
+        step = 1 if diff > 0 else -1
+        if 1 <= c[j] + step <= max_ctx:
+            c[j] += step
+            diff -= step
+        i += 1
+    return c.tolist()
