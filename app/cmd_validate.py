@@ -342,6 +342,8 @@ class ValidationResult:
     load_avg: dict[str, list[float]] = field(default_factory=dict)
     wall_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # in-situ grid passes after the served run over before it, − 1 (machine speed drift; None: not measured)
+    profile_drift: float | None = None
 
     def write_frames(self, out: Path) -> None:
         """measured_/simulated_ requests and steps as parquet; measured steps carry the cost model's
@@ -362,6 +364,7 @@ class ValidationResult:
             "profile": self.profile, "device_spec": self.device_spec, "torch_threads": self.threads,
             "clock": self.clock,
             "load_avg": self.load_avg, "wall_s": self.wall_s, "notes": self.notes,
+            "profile_drift": self.profile_drift,
             "config": self.config.model_dump(mode="json"),
         })
 
@@ -593,8 +596,13 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         wall["executor_s"] = time.perf_counter() - t1
         loads["after_executor"] = list(os.getloadavg())
         t3 = time.perf_counter()
+        drift = None
         if prof.finish(say):  # the in-situ rounds left for after the run; the table is rewritten from all samples
             sc, cost = _calibrated(cfg, dry.after_prompt_fractions())
+            drift = prof.session.speed_change()
+            if drift is not None:
+                say(f"machine speed: the grid's passes took {drift:+.1%} after the served run vs before it "
+                    "(the cost model pools both)")
         wall["profile_s"] += time.perf_counter() - t3
         del torch
 
@@ -608,9 +616,12 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
     predicted = np.array([cost.stage_seconds(s) for s in measured.shapes])
     errors = compute_errors(meas_summary, sim.summary, measured.steps, sim.steps)
     notes = list(sim.summary.get("notes", []))
+    if drift is not None and abs(drift) > 0.02:
+        notes.append(f"this machine's speed moved by {drift:+.1%} between the profile sweeps before and after the "
+                     "served run; latency errors at high load amplify such drift several-fold")
     return ValidationResult(cfg, meas_summary, sim.summary, errors, measured.requests, measured.steps, sim.requests,
                             sim.steps, predicted, capacity, rate, str(profile), str(device_spec), threads, clock, loads,
-                            wall, notes)
+                            wall, notes, drift)
 
 
 def _rel(sim: float | None, meas: float | None) -> float | None:

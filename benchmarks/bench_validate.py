@@ -64,11 +64,14 @@ def main() -> None:
                          "rate_per_s": res.rate_per_s, "capacity_per_s": res.capacity_per_s,
                          "num_requests": int(len(res.measured_requests)), "run_s": time.perf_counter() - t1,
                          "phases_s": res.wall_s, "load_avg_before": list(before),
+                         "profile_drift": res.profile_drift,
                          "load_avg_after": list(os.getloadavg())})
             r = runs[-1]
             print(f"{sched:8s} #{rep} " + " ".join(f"{k} {r['errors'][k]:+.1%}" for k in KEYS
                                                    if r["errors"][k] is not None)
-                  + f" | passes {r['cost_model_on_measured_passes']:+.1%} | load {before[0]:.1f}->"
+                  + f" | passes {r['cost_model_on_measured_passes']:+.1%}"
+                  + (f" | drift {res.profile_drift:+.1%}" if res.profile_drift is not None else "")
+                  + f" | load {before[0]:.1f}->"
                     f"{r['load_avg_after'][0]:.1f} | {r['run_s']:.0f} s", flush=True)
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host_cores": os.cpu_count(),
               "load_avg_start": list(load0), "preset": "validate --quick (small-llama, in-situ split profile)",

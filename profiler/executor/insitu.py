@@ -248,6 +248,7 @@ class InsituSession:
         # Block ids as a paged KV manager hands them out after some churn: runs of consecutive ids.
         self.perm = block_order(cache.num_blocks, block_runs, seed)
         self.seed = seed
+        self.sweep_totals: list[dict[int, list[float]]] = []  # per measure() call: case -> untimed pass seconds
         self.ctx_ratios = list(ctx_ratios or [])
         self.calls: dict[tuple, list[float]] = defaultdict(list)
         self.glue: dict[tuple[int, int], list[float]] = defaultdict(list)
@@ -273,12 +274,25 @@ class InsituSession:
         NOTE: samples of every round are pooled: a burst of foreign load then spoils part of every row's
         samples (which the median drops) rather than all samples of the rows measured during it.
         """
+        totals: dict[int, list[float]] = defaultdict(list)
+        self.sweep_totals.append(totals)
         for _ in range(rounds):
-            for kind, seqs in self.cases:
+            for i, (kind, seqs) in enumerate(self.cases):
                 reps = _time_pass(self.model, self.cache, self.served_rows(seqs), self.block_size, self.perm, min_time_s,
                                   max(1, -(-min_reps // total_rounds)), max(1, max_reps // total_rounds),
                                   CLOCKS[self.clock])
                 _measure(kind, seqs, reps, self.calls, self.glue, self.checks, self.overhead)
+                totals[i] += [untimed for untimed, _, _ in reps]
+
+    def speed_change(self) -> float | None:
+        """Median over the grid's passes of (untimed pass time in the last measure() call) / (in the call
+        before) − 1: how much the machine's speed moved between the two sweeps (e.g. before and after a served
+        run, on the same layout). None before two calls."""
+        if len(self.sweep_totals) < 2:
+            return None
+        a, b = self.sweep_totals[-2], self.sweep_totals[-1]
+        ratios = [np.median(b[i]) / np.median(a[i]) for i in a if i in b and np.median(a[i]) > 0]
+        return float(np.median(ratios)) - 1.0 if ratios else None
 
     def served_rows(self, seqs):
         """The rows a synthetic pass runs: its decode rows at ragged contexts with the same total (seeded by
