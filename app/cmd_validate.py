@@ -344,6 +344,7 @@ class ValidationResult:
     notes: list[str] = field(default_factory=list)
     # in-situ grid passes after the served run over before it, − 1 (machine speed drift; None: not measured)
     profile_drift: float | None = None
+    op_breakdown: pd.DataFrame | None = None  # run_validation(op_breakdown=True): see _op_breakdown
 
     def write_frames(self, out: Path) -> None:
         """measured_/simulated_ requests and steps as parquet; measured steps carry the cost model's
@@ -499,8 +500,12 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                    device_spec: Optional[Path] = None, load: Optional[float] = None, threads: int = 1,
                    quick: bool = False, clock: str = "wall", profile_mode: str = "insitu",
                    say: Callable[[str], None] = lambda s: None, insitu_grid=None,
-                   pin: bool = True) -> ValidationResult:
-    """Profile (if needed), serve the workload on the executor, simulate it, and compare."""
+                   pin: bool = True, op_breakdown: bool = False) -> ValidationResult:
+    """Profile (if needed), serve the workload on the executor, simulate it, and compare.
+
+    op_breakdown (a diagnostic, `benchmarks/bench_executor_timing.py served`): time every kernel call of the
+    served passes too, and compare gemm / attention / elementwise / the rest with the cost model's parts per
+    pass kind (`ValidationResult.op_breakdown`); the clock reads perturb the served passes slightly."""
     import torch
 
     from profiler.executor import CPUClock, Executor, LlamaModel, WallClock, torch_threads
@@ -583,8 +588,11 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         say(f"serving {len(wl)} requests on the executor ({dims.num_layers} layers, hidden {dims.hidden_size}, "
             f"{threads} thread{'s' if threads > 1 else ''}); arrivals in real time")
         core = make_core(cfg.scheduler, cfg.kv_cache, sc.num_kv_blocks, sc.max_model_len)
+        from profiler.executor.insitu import CLOCKS
+
         ex = Executor(model, core, clock=WallClock() if clock == "wall" else CPUClock(), seed=cfg.simulation.seed,
-                      cache=cache if cache.num_blocks >= sc.num_kv_blocks else None)
+                      cache=cache if cache.num_blocks >= sc.num_kv_blocks else None,
+                      op_clock=CLOCKS[clock] if op_breakdown else None)
         ex.warmup(((256, 0), (64, 0), (1, 128), (1, 16)))
         gc.collect()
         gc.disable()  # NOTE: a collection pause would land inside some pass; serving runs without one
@@ -615,13 +623,42 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
     meas_summary = summarize(measured.requests, measured.steps, measured.itl_s, **kw)
     predicted = np.array([cost.stage_seconds(s) for s in measured.shapes])
     errors = compute_errors(meas_summary, sim.summary, measured.steps, sim.steps)
+    breakdown = _op_breakdown(cost, measured, ex.op_records) if op_breakdown else None
     notes = list(sim.summary.get("notes", []))
     if drift is not None and abs(drift) > 0.02:
         notes.append(f"this machine's speed moved by {drift:+.1%} between the profile sweeps before and after the "
                      "served run; latency errors at high load amplify such drift several-fold")
     return ValidationResult(cfg, meas_summary, sim.summary, errors, measured.requests, measured.steps, sim.requests,
                             sim.steps, predicted, capacity, rate, str(profile), str(device_spec), threads, clock, loads,
-                            wall, notes, drift)
+                            wall, notes, drift, breakdown)
+
+
+def _op_breakdown(cost, measured, records) -> pd.DataFrame:
+    """Per pass kind (decode / prompt only / mixed) and op kind: measured seconds summed over the served
+    passes (each kernel call timed inside them) vs the cost model's parts on the same pass shapes; "rest" is
+    the pass minus its timed calls (glue, loop) vs the overhead terms."""
+    kinds = {"gemm": "gemm", "attention": "attention", "rmsnorm": "elementwise", "swiglu": "elementwise",
+             "rope": "elementwise"}
+    rows = []
+    dur = (measured.steps["end_s"] - measured.steps["start_s"]).to_numpy()
+    for shape, rec, d in zip(measured.shapes, records, dur):
+        pk = ("decode" if shape.num_prefill_tokens == 0 else
+              "prompt" if shape.num_decode_tokens == 0 else "mixed")
+        meas = {"gemm": 0.0, "attention": 0.0, "elementwise": 0.0}
+        for op, _, sec in rec:
+            meas[kinds[op]] += sec
+        pred = {"gemm": 0.0, "attention": 0.0, "elementwise": 0.0}
+        sc = cost.step_cost(shape)
+        for o in sc.ops:
+            if o.kind in pred:
+                pred[o.kind] += o.seconds
+        for k in pred:
+            rows.append((pk, k, meas[k], pred[k]))
+        rows.append((pk, "rest", d - sum(meas.values()), sc.total_s - sum(pred.values())))
+    df = pd.DataFrame(rows, columns=["pass", "op", "measured_s", "predicted_s"])
+    out = df.groupby(["pass", "op"], as_index=False)[["measured_s", "predicted_s"]].sum()
+    out["error"] = out["predicted_s"] / out["measured_s"] - 1.0
+    return out
 
 
 def _rel(sim: float | None, meas: float | None) -> float | None:

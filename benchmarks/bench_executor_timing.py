@@ -10,6 +10,8 @@
     python benchmarks/bench_executor_timing.py gemm          # in-pass GEMM time vs m (decode batch size) 1..9
     python benchmarks/bench_executor_timing.py gather        # KV page gather: indexing vs index_select, by layout
     python benchmarks/bench_executor_timing.py ragged        # decode passes: uniform vs ragged contexts, same total
+    python benchmarks/bench_executor_timing.py served [SCHED] # validate --quick with every served kernel timed:
+                                                             # cost model vs measured per pass kind and op kind
 
 Every number is thread CPU time of one torch thread pinned to one core, on synthetic passes of the
 executor (`profiler.executor`), with the allocator settings `llmsim validate` uses. Results as of
@@ -23,6 +25,12 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   the pass, two runs: 2 seqs 0.454-0.464 vs 0.454-0.456 ms and 0.480 vs 0.458-0.505; 8 seqs 1.51 vs 1.56-1.61
   and 1.54-1.60 vs 1.62-1.65 ms; 32 seqs 5.72-5.87 vs 6.05-6.09 and 6.09-6.15 vs 6.15-6.26 ms (ragged +0..+6 %
   of attention, up to ~1 % of the pass).
+- served sarathi (2026-11-26, one run, instrumented serving; p50 errors TTFT -8.0 / TPOT -11.5 / e2e -9.1 %,
+  drift +0.2 %), cost model vs measured summed over served passes: decode passes gemm -4.6 %, attention -1.7 %,
+  elementwise -11.6 %, rest -6.7 %; mixed passes gemm -1.5 %, attention -6.3 %, elementwise -4.1 %, rest +2.7 %.
+  The served decode GEMMs ran slower than the same GEMMs in the profile's repeated synthetic passes with the
+  machine's speed unchanged before and after: a state effect of serving not yet identified (a decode pass
+  after one with one sequence fewer: +3.8 % at 4 sequences, +0.6 % at 12, /tmp experiment, not committed).
 - gather (2026-11-26): 4 x 8 blocks, K and V, 4 layers, L3 flushed: indexing 0.47 ms contiguous / 0.70 ms
   scattered, index_select 0.23 / 0.32 ms.
 - drift: 4 decodes x 128 in 10 s windows over 240 s: mean 5.65 ms, cv 1.5 %, range -3.4 %..+3.1 %, a 128-token
@@ -285,6 +293,26 @@ def ragged() -> None:
                       flush=True)
 
 
+def served(sched: str = "sarathi") -> None:
+    """`llmsim validate --quick --scheduler SCHED` with every kernel call of the served passes timed
+    (run_validation(op_breakdown=True)): where the cost model's per-pass error sits."""
+    import tempfile
+
+    from app.cmd_validate import quick_config, run_validation
+    from simulator.config import validate_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
+                             clock="cpu", op_breakdown=True)
+    print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")},
+          f"drift {res.profile_drift:+.1%}" if res.profile_drift is not None else "")
+    df = res.op_breakdown.copy()
+    df["measured_s"] = df["measured_s"].round(3)
+    df["predicted_s"] = df["predicted_s"].round(3)
+    df["error"] = (df["error"] * 100).round(1)
+    print(df.to_string(index=False))
+
+
 def main() -> None:
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
@@ -308,13 +336,15 @@ def main() -> None:
         gather()
     elif what == "ragged":
         ragged()
+    elif what == "served":
+        served(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
     elif what == "fragmentation":
         fragmentation()
     elif what == "dryrun" and len(sys.argv) > 2:
         dryrun(sys.argv[2])
     else:
         sys.exit(f"unknown measurement {what!r}: layout | drift | predecessor | models | mixed | fragmentation | "
-                 "dryrun DIR | gemm | gather | ragged")
+                 "dryrun DIR | gemm | gather | ragged | served [SCHED]")
 
 
 if __name__ == "__main__":

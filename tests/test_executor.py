@@ -116,6 +116,23 @@ def test_batched_generation_matches_greedy_alone(model, sched):
         assert len(res.token_times_s[r.id]) >= r.output_len
 
 
+def test_op_clock_records_every_kernel_call_of_every_pass(model):
+    """The diagnostic per-op timing of served passes: one record per pass, a GEMM per projection per layer."""
+    import time
+
+    reqs = _requests(6, seed=2)
+    core = ReplicaCore(make_scheduler(VLLMSchedulerConfig()), PagedKVManager(64, 16), max_model_len=512)
+    ex = Executor(model, core, clock=VirtualClock(lambda s: 2e-3), op_clock=time.perf_counter)
+    res = ex.serve(reqs)
+    assert len(ex.op_records) == len(res.steps)
+    layers = model.dims.num_layers
+    for rec, tokens in zip(ex.op_records, res.steps.num_tokens):
+        ops = [op for op, _, _ in rec]
+        assert ops.count("attention") == layers and ops.count("gemm") >= 4 * layers
+        assert all(sec >= 0 for _, _, sec in rec)
+        assert {key[0] for op, key, _ in rec if op == "gemm"} <= {tokens, *range(1, tokens + 1)}
+
+
 def test_frames_schema_and_timestamp_order(model):
     reqs = _requests(10, seed=1)
     core = ReplicaCore(make_scheduler(VLLMSchedulerConfig()), PagedKVManager(64, 16), max_model_len=512)

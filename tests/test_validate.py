@@ -121,8 +121,21 @@ def small_run(tmp_path_factory):
     # A small grid keeps the test fast; the in-situ profiler, table, fit and cost model are the real ones.
     grid = InsituGrid(decode_seqs=(1, 4, 16), decode_contexts=(16, 64), decode_extra=(), mixed=(), prefill=((1, 8), (1, 32), (1, 64), (2, 64)),
                       chunks=((16, 32),))
-    res = run_validation(grid_cfg, work_dir=d / "out", load=0.5, threads=1, quick=True, clock="cpu", insitu_grid=grid)
+    res = run_validation(grid_cfg, work_dir=d / "out", load=0.5, threads=1, quick=True, clock="cpu", insitu_grid=grid,
+                         op_breakdown=True)
     return res, d
+
+
+def test_op_breakdown_adds_up_to_the_passes(small_run):
+    """The diagnostic split of served passes (every kernel timed) vs the cost model's parts per op kind."""
+    res, _ = small_run
+    b = res.op_breakdown
+    assert set(b["op"]) == {"gemm", "attention", "elementwise", "rest"} and "decode" in set(b["pass"])
+    dur = (res.measured_steps["end_s"] - res.measured_steps["start_s"]).sum()
+    assert b["measured_s"].sum() == pytest.approx(dur, rel=1e-9)
+    assert b["predicted_s"].sum() == pytest.approx(res.predicted_step_s.sum(), rel=1e-9)
+    kernels = b[b["op"] != "rest"]
+    assert (kernels["measured_s"] > 0).all() and (kernels["predicted_s"] > 0).all()
 
 
 def test_small_end_to_end_validation_holds_together(small_run):

@@ -200,8 +200,13 @@ class Executor:
     """One replica serving `model` with `core`'s decisions. `core.kv` hands out the cache's block ids."""
 
     def __init__(self, model: LlamaModel, core: ReplicaCore, *, clock=None, seed: int = 0,
-                 record_plans: bool = False, cache: PagedKVCache | None = None) -> None:
+                 record_plans: bool = False, cache: PagedKVCache | None = None, op_clock=None) -> None:
+        """op_clock: if given (e.g. time.thread_time), every kernel call of every pass is timed with it and
+        `op_records` gets one [(op, key, seconds), ...] list per pass — a diagnostic: the clock reads add
+        ~0.5 us per call to the served passes."""
         kv = core.kv
+        self.op_clock = op_clock
+        self.op_records: list[list] = []
         self.model = model
         self.core = core
         self.clock = clock or WallClock()
@@ -255,7 +260,12 @@ class Executor:
         batch = build_batch(seqs, self.core.kv.block_size, device)
         token_ids = torch.tensor(ids, dtype=torch.long, device=device)
         rows = torch.tensor(sample_rows, dtype=torch.long, device=device)
-        logits = self.model.forward_packed(token_ids, batch, self.cache, rows)
+        if self.op_clock is None:
+            logits = self.model.forward_packed(token_ids, batch, self.cache, rows)
+        else:
+            rec: list = []
+            logits = self.model.forward_packed(token_ids, batch, self.cache, rows, record=rec, clock=self.op_clock)
+            self.op_records.append(rec)
         return logits.argmax(dim=-1).tolist()
 
     def warmup(self, shapes: Iterable[tuple[int, int]] = ((64, 0), (1, 64)), repeats: int = 2) -> None:
