@@ -28,9 +28,12 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
 - served sarathi (2026-11-26, one run, instrumented serving; p50 errors TTFT -8.0 / TPOT -11.5 / e2e -9.1 %,
   drift +0.2 %), cost model vs measured summed over served passes: decode passes gemm -4.6 %, attention -1.7 %,
   elementwise -11.6 %, rest -6.7 %; mixed passes gemm -1.5 %, attention -6.3 %, elementwise -4.1 %, rest +2.7 %.
-  The served decode GEMMs ran slower than the same GEMMs in the profile's repeated synthetic passes with the
-  machine's speed unchanged before and after: a state effect of serving not yet identified (a decode pass
-  after one with one sequence fewer: +3.8 % at 4 sequences, +0.6 % at 12, /tmp experiment, not committed).
+  served vllm (same day, p50 errors -3.2 / -7.1 / -6.2 %, drift +0.6 %): decode passes gemm -3.1 %, attention
+  +2.1 %, elementwise -6.8 %, rest -0.8 %; prompt passes gemm -0.6 %, attention -5.5 %. Part of the decode GEMM
+  gap is accounting (the decode-after-prompt term is predicted under "rest" but lands on the measured kernels,
+  ~1-2 % of decode GEMM time); the remainder (~2 %) is a state effect of serving not yet identified: the
+  previous pass's batch size does not explain it (decode passes of 3/6/12 sequences after themselves, after
+  other KV, after B+1 and B-1 sequences: GEMM time within run-to-run noise, a /tmp experiment).
 - gather (2026-11-26): 4 x 8 blocks, K and V, 4 layers, L3 flushed: indexing 0.47 ms contiguous / 0.70 ms
   scattered, index_select 0.23 / 0.32 ms.
 - drift: 4 decodes x 128 in 10 s windows over 240 s: mean 5.65 ms, cv 1.5 %, range -3.4 %..+3.1 %, a 128-token
