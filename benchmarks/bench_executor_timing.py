@@ -12,6 +12,10 @@
     python benchmarks/bench_executor_timing.py ragged        # decode passes: uniform vs ragged contexts, same total
     python benchmarks/bench_executor_timing.py served [SCHED] # validate --quick with every served kernel timed:
                                                              # cost model vs measured per pass kind and op kind
+    python benchmarks/bench_executor_timing.py neighbours    # decode GEMMs after itself / other KV / B+1 / B-1
+    python benchmarks/bench_executor_timing.py skew          # mean vs median of repeated passes, per op
+    python benchmarks/bench_executor_timing.py state [SCHED] # validate --quick: page faults and gc objects of the
+                                                             # served run (serve wrapped; gc.collect after each)
 
 Every number is thread CPU time of one torch thread pinned to one core, on synthetic passes of the
 executor (`profiler.executor`), with the allocator settings `llmsim validate` uses. Results as of
@@ -31,9 +35,17 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   served vllm (same day, p50 errors -3.2 / -7.1 / -6.2 %, drift +0.6 %): decode passes gemm -3.1 %, attention
   +2.1 %, elementwise -6.8 %, rest -0.8 %; prompt passes gemm -0.6 %, attention -5.5 %. Part of the decode GEMM
   gap is accounting (the decode-after-prompt term is predicted under "rest" but lands on the measured kernels,
-  ~1-2 % of decode GEMM time); the remainder (~2 %) is a state effect of serving not yet identified: the
-  previous pass's batch size does not explain it (decode passes of 3/6/12 sequences after themselves, after
-  other KV, after B+1 and B-1 sequences: GEMM time within run-to-run noise, a /tmp experiment).
+  ~1-2 % of decode GEMM time); the remainder (~2 %) is a state effect of serving not yet identified.
+- neighbours (2026-11-26): GEMM ms of a decode pass after itself / other KV / B+1 / B-1: 3 decodes 3.79 / 3.78 /
+  3.31 / 3.82, 6 decodes 4.44 / 4.45 / 4.50 / 4.44, 12 decodes 5.42 / 5.47 / 5.52 / 5.43: the previous pass's
+  size does not make served GEMMs slower (one faster cell, after B+1 at 3 decodes).
+- skew (2026-11-26): pass mean/median -0.1..+0.1 %; per op rmsnorm +2.4..+4.0 %, rope +3.1..+5.0 %, swiglu
+  +3.1..+5.2 %, attention +0.3..+3.5 %, gemm -0.6..+0.2 % (medians in the table under-state elementwise ops).
+- state sarathi (2026-11-26, two runs): 120-135 minor page faults over ~1,900 served passes, gc-tracked objects
+  +2,900, none cyclic garbage. But with serve wrapped this way (gc.get_objects() and gc.collect() around every
+  serve, the dry runs' included) the cost model over-predicted the served passes by +8.1 % and TPOT p50 came out
+  +25.5 % / +16.4 % (plain runs: -2..-13 %): Python-level state around the run moves served pass times by ~8 %
+  relative to the profile. Unexplained; the strongest lead for the remaining bias.
 - gather (2026-11-26): 4 x 8 blocks, K and V, 4 layers, L3 flushed: indexing 0.47 ms contiguous / 0.70 ms
   scattered, index_select 0.23 / 0.32 ms.
 - drift: 4 decodes x 128 in 10 s windows over 240 s: mean 5.65 ms, cv 1.5 %, range -3.4 %..+3.1 %, a 128-token
@@ -316,6 +328,87 @@ def served(sched: str = "sarathi") -> None:
     print(df.to_string(index=False))
 
 
+def neighbours() -> None:
+    """GEMM time inside a decode pass of B sequences when the pass before it was itself, the same shape on other
+    KV blocks, B+1 or B-1 sequences (served batches change size as requests join and leave)."""
+    from profiler.executor.insitu import _pass_fn
+
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0).tolist()
+    for b in (3, 6, 12):
+        main = _pass_fn(model, cache, [(1, 150)] * b, 16, perm, CLOCK)
+        prevs = {"self": main, "other KV": _pass_fn(model, cache, [(1, 150)] * b, 16, perm[1000:], CLOCK),
+                 "B+1": _pass_fn(model, cache, [(1, 150)] * (b + 1), 16, perm[1000:], CLOCK),
+                 "B-1": _pass_fn(model, cache, [(1, 150)] * (b - 1), 16, perm[1000:], CLOCK)}
+        gem: dict[str, list[float]] = {k: [] for k in prevs}
+        tot: dict[str, list[float]] = {k: [] for k in prevs}
+        for _ in range(4):
+            for k, prev in prevs.items():
+                for _ in range(15):
+                    prev()
+                    rec: list = []
+                    tot[k].append(main(rec))
+                    gem[k].append(sum(sec for op, _, sec in rec if op == "gemm"))
+        print(f"{b} decodes: " + " | ".join(f"after {k}: gemm {np.median(gem[k]) * 1e3:.3f} ms, pass "
+                                            f"{np.median(tot[k]) * 1e3:.3f} ms" for k in prevs), flush=True)
+
+
+def skew() -> None:
+    """Mean over median of repeated synthetic passes, whole pass and per op kind (latencies sum pass times, so
+    a right-skewed op whose median the profile keeps would be under-predicted by the difference)."""
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0)
+    for seqs in ([(1, 128)] * 4, [(1, 200)] * 16, [(64, 128)] + [(1, 128)] * 8):
+        reps = _time_pass(model, cache, seqs, 16, perm, 2.0, 100, 300, CLOCK)
+        tot = np.array([r[0] for r in reps])
+        by: dict[str, list[float]] = {}
+        for _, _, rec in reps:
+            acc: dict[str, float] = {}
+            for op, _, sec in rec:
+                acc[op] = acc.get(op, 0.0) + sec
+            for k, v in acc.items():
+                by.setdefault(k, []).append(v)
+        print(f"{len(seqs)} rows: pass mean/median {tot.mean() / np.median(tot) - 1:+.1%}; " + ", ".join(
+            f"{k} {np.mean(v) / np.median(v) - 1:+.1%}" for k, v in by.items()), flush=True)
+
+
+def state(sched: str = "sarathi") -> None:
+    """`validate --quick` with Executor.serve wrapped: minor page faults and gc-tracked objects over each serve
+    (the policy dry runs and the real one), with gc.collect() after each; then the p50 errors."""
+    import gc
+    import resource
+    import tempfile
+
+    from app.cmd_validate import quick_config, run_validation
+    from profiler.executor import server
+    from simulator.config import validate_config
+
+    orig = server.Executor.serve
+
+    def serve(self, reqs):
+        f0, n0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, len(gc.get_objects())
+        res = orig(self, reqs)
+        f1, n1 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, len(gc.get_objects())
+        print(f"{type(self).__name__}.serve: {len(res.steps)} passes, {f1 - f0} minor faults, gc objects {n0} -> "
+              f"{n1}, gc.collect() found {gc.collect()}", flush=True)
+        return res
+
+    server.Executor.serve = serve
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
+                                 clock="cpu")
+    finally:
+        server.Executor.serve = orig
+    st = res.as_json()["step_time"]
+    print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")},
+          f"drift {res.profile_drift:+.1%}" if res.profile_drift is not None else "",
+          f"passes {st.get('predicted_over_measured_sum', float('nan')):+.1%}",
+          f"rate {res.rate_per_s:.2f}/s of capacity {res.capacity_per_s:.2f}/s",
+          f"TPOT p50 measured {res.measured['tpot_s']['p50'] * 1e3:.2f} ms, simulated "
+          f"{res.simulated['tpot_s']['p50'] * 1e3:.2f} ms")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
@@ -339,6 +432,12 @@ def main() -> None:
         gather()
     elif what == "ragged":
         ragged()
+    elif what == "neighbours":
+        neighbours()
+    elif what == "skew":
+        skew()
+    elif what == "state":
+        state(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
     elif what == "served":
         served(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
     elif what == "fragmentation":
@@ -347,7 +446,7 @@ def main() -> None:
         dryrun(sys.argv[2])
     else:
         sys.exit(f"unknown measurement {what!r}: layout | drift | predecessor | models | mixed | fragmentation | "
-                 "dryrun DIR | gemm | gather | ragged | served [SCHED]")
+                 "dryrun DIR | gemm | gather | ragged | served [SCHED] | neighbours | skew | state [SCHED]")
 
 
 if __name__ == "__main__":
