@@ -9,6 +9,7 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
 |p50 e2e| < 10 %.
 
     python benchmarks/bench_validate.py [--repeats N] [--clock cpu|wall] [--out DIR] [--record FILE]
+    python benchmarks/bench_validate.py --analyze OUT/vllm-cpu-0 ...   # per-pass residuals of run folders
 
 Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
 (`--record benchmarks/bench_validate.results.jsonl`).
@@ -32,7 +33,36 @@ from simulator.config import validate_config  # noqa: E402
 KEYS = ("ttft_p50", "ttft_p90", "tpot_p50", "tpot_p90", "e2e_p50", "e2e_p90", "throughput", "step_time")
 
 
+def analyze(folder: Path) -> None:
+    """Per-pass residuals of one run's output folder (`measured_steps.parquet` with `predicted_s`): by pass kind
+    and decode batch size, the share of decode-only passes right after a pass with prompt tokens, and the
+    cost model's error over the run in eighths of its time."""
+    import numpy as np
+    import pandas as pd
+
+    m = pd.read_parquet(folder / "measured_steps.parquet")
+    m["d"] = m["end_s"] - m["start_s"]
+    pf = (m["prefill_tokens"] > 0).to_numpy()
+    m["after_prompt"] = np.r_[False, pf[:-1]]
+    m["bin"] = pd.cut(m["decode_tokens"], [-1, 0, 1, 2, 4, 8, 16, 64])
+
+    def err(x):
+        return f"{x['predicted_s'].sum() / x['d'].sum() - 1:+.1%}"
+
+    print(folder, f"all passes {err(m)}")
+    for name, sub in (("with prompt tokens", m[pf]), ("decode only", m[~pf])):
+        for b, x in sub.groupby("bin", observed=True):
+            extra = f", after a prompt pass {x['after_prompt'].mean():.0%}" if name == "decode only" else ""
+            print(f"  {name:18s} decodes {str(b):8s} n={len(x):4d} error {err(x)}{extra}")
+    m["eighth"] = pd.qcut(m["start_s"], 8, labels=False)
+    print("  by eighth of the run: " + " ".join(err(x) for _, x in m.groupby("eighth")))
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--analyze":
+        for d in sys.argv[2:]:
+            analyze(Path(d))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu")
     ap.add_argument("--schedulers", default="vllm,sarathi")
