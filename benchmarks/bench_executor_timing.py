@@ -12,6 +12,8 @@
     python benchmarks/bench_executor_timing.py ragged        # decode passes: uniform vs ragged contexts, same total
     python benchmarks/bench_executor_timing.py served [SCHED] # validate --quick with every served kernel timed:
                                                              # cost model vs measured per pass kind and op kind
+    python benchmarks/bench_executor_timing.py replay [SCHED] # validate --quick, then its served passes replayed
+                                                             # without the loop: in order vs right after itself
     python benchmarks/bench_executor_timing.py neighbours    # decode GEMMs after itself / other KV / B+1 / B-1
     python benchmarks/bench_executor_timing.py skew          # mean vs median of repeated passes, per op
     python benchmarks/bench_executor_timing.py state [SCHED] # validate --quick: page faults and gc objects of the
@@ -328,6 +330,86 @@ def served(sched: str = "sarathi") -> None:
     print(df.to_string(index=False))
 
 
+def replay(sched: str = "sarathi") -> None:
+    """`validate --quick` with every served forward pass logged (token ids, rows, blocks); then the logged
+    passes replayed without the serving loop, in served order, interleaved (3 rounds, so slow machine drift
+    hits all alike): each pass timed in order, right after itself, and its synthetic twin — the same
+    (new tokens, context) rows on the in-situ profile's block layout, as the profiler would run that shape —
+    right after itself. Served vs replayed: the serving loop's effect; replayed vs twin: what the synthetic
+    passes miss of served ones at equal shapes; the twin vs the cost model: interpolation."""
+    import gc
+    import tempfile
+
+    from app import cmd_validate
+    from app.cmd_validate import pinned, quick_config, run_validation
+    from profiler.executor import server, torch_threads
+    from simulator.config import validate_config
+
+    log: list = []
+    fwd_s: list[float] = []
+    holder: dict = {}
+    orig, orig_finish = server.Executor._forward, cmd_validate.ProfileRun.finish
+
+    def logged(self, ids, seqs, rows):
+        if type(self.clock).__name__ != "CPUClock":  # the policy dry runs use a virtual clock
+            return orig(self, ids, seqs, rows)
+        log.append((list(ids), [(n, c, list(b)) for n, c, b in seqs], list(rows)))
+        holder["ex"] = self
+        t = CLOCK()
+        out = orig(self, ids, seqs, rows)
+        fwd_s.append(CLOCK() - t)
+        return out
+
+    def finish(self, say=lambda s: None):
+        holder["session"] = self.session
+        return orig_finish(self, say)
+
+    server.Executor._forward, cmd_validate.ProfileRun.finish = logged, finish
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
+                                 clock="cpu")
+    finally:
+        server.Executor._forward, cmd_validate.ProfileRun.finish = orig, orig_finish
+    ex, sess, n = holder["ex"], holder["session"], len(log)
+    perm = sess.perm.tolist()
+    twins = [_pass_fn(ex.model, ex.cache, [(k, c) for k, c, _ in seqs], 16, perm, CLOCK) for _, seqs, _ in log]
+    in_order, after_self, twin = np.zeros(n), np.zeros(n), np.zeros(n)
+    with torch_threads(1), pinned(True):
+        gc.collect()
+        gc.disable()
+        for _ in range(3):
+            for i, (ids, seqs, rows) in enumerate(log):
+                t0 = CLOCK()
+                ex._forward(ids, seqs, rows)
+                t1 = CLOCK()
+                ex._forward(ids, seqs, rows)
+                t2 = CLOCK()
+                twins[i]()
+                in_order[i] += (t1 - t0) / 3
+                after_self[i] += (t2 - t1) / 3
+                twin[i] += twins[i]() / 3
+        gc.enable()
+    fw = np.asarray(fwd_s)
+    st = res.measured_steps
+    pre = st["prefill_tokens"].to_numpy() > 0
+    b = st["batch_size"].to_numpy()
+    dur = (st["end_s"] - st["start_s"]).to_numpy()
+    pred = res.predicted_step_s
+    print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")},
+          f"speed during run {res.speed_during_run:+.1%}" if res.speed_during_run is not None else "")
+    groups = [("decode passes", ~pre), *((f"  decode, {lo + 1}-{hi} seqs", ~pre & (b > lo) & (b <= hi))
+                                        for lo, hi in ((0, 1), (1, 4), (4, 16), (16, 64))),
+              ("passes with prompt tokens", pre), ("all passes", pre | ~pre)]
+    for name, m in groups:
+        if not m.any():
+            continue
+        print(f"{name} ({m.sum()}): served forward {fw[m].sum():.3f} s; replayed in order "
+              f"{in_order[m].sum() / fw[m].sum() - 1:+.2%}, right after itself {after_self[m].sum() / fw[m].sum() - 1:+.2%}"
+              f"; synthetic twin vs replayed after itself {twin[m].sum() / after_self[m].sum() - 1:+.2%}"
+              f"; cost model vs served pass (loop included) {pred[m].sum() / dur[m].sum() - 1:+.2%}")
+
+
 def neighbours() -> None:
     """GEMM time inside a decode pass of B sequences when the pass before it was itself, the same shape on other
     KV blocks, B+1 or B-1 sequences (served batches change size as requests join and leave)."""
@@ -438,6 +520,8 @@ def main() -> None:
         skew()
     elif what == "state":
         state(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
+    elif what == "replay":
+        replay(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
     elif what == "served":
         served(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
     elif what == "fragmentation":

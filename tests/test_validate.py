@@ -150,8 +150,14 @@ def test_small_end_to_end_validation_holds_together(small_run):
         # fails); the accuracy itself is what benchmarks/bench_validate.py measures.
         assert e is not None and -0.8 < e < 4.0, (k, e, res.errors)
     assert len(res.predicted_step_s) == len(res.measured_steps) and np.all(res.predicted_step_s > 0)
+    from profiler.executor.insitu import PROBE_EVERY
+
+    assert res.probes == len(res.measured_steps) // PROBE_EVERY  # the speed probe ran between served passes
+    if res.speed_during_run is not None:
+        assert abs(res.speed_during_run) < 0.5 and set(res.errors_at_profile_speed) == set(res.errors)
     payload = res.as_json()
     assert set(ERROR_KEYS) <= set(payload["errors"]) and payload["clock"] == "cpu"
+    assert payload["probes_during_run"] == res.probes and "speed_during_run" in payload
     json.dumps(payload)  # plain JSON types only
 
 
