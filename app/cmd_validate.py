@@ -24,7 +24,6 @@ their timestamps on that clock — and profiles with the same clock; on an idle 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import json
 import math
@@ -104,9 +103,6 @@ class WithExecutorOverhead:
     # a float, or one share per decode batch-size bin (b-1).bit_length() (`DryRun.after_prompt_fractions`)
     after_prompt_fraction: float | tuple[float, ...] = 0.0
     mixed: "OverheadFit | None" = None  # op "executor_mixed_attention": (decodes, prompt tokens) -> seconds
-    # every pass's seconds times this: the machine's speed during the served run relative to the profile's
-    # (1 + InsituSession.speed_during(); 1.0: as profiled)
-    speed: float = 1.0
 
     def _overhead(self, shape: BatchShape) -> float:
         if shape.num_tokens <= 0:
@@ -123,7 +119,7 @@ class WithExecutorOverhead:
         return o
 
     def stage_seconds(self, shape: BatchShape) -> float:
-        return (self.base.stage_seconds(shape) + self._overhead(shape)) * self.speed
+        return self.base.stage_seconds(shape) + self._overhead(shape)
 
     def p2p_seconds(self, shape: BatchShape) -> float:
         return self.base.p2p_seconds(shape)
@@ -131,10 +127,8 @@ class WithExecutorOverhead:
     def step_cost(self, shape: BatchShape) -> StepCost:
         c = self.base.step_cost(shape)
         o = self._overhead(shape)
-        k = self.speed
-        ops = tuple(dataclasses.replace(op, seconds=op.seconds * k) for op in c.ops) if k != 1.0 else c.ops
-        return StepCost((c.total_s + o) * k, (c.stage_s + o) * k,
-                        (*ops, OpCost("executor_overhead", "overhead", o * k, source="measured")))
+        return StepCost(c.total_s + o, c.stage_s + o,
+                        (*c.ops, OpCost("executor_overhead", "overhead", o, source="measured")))
 
 
 def overhead_rows(profile: Path, op: str | None = None, impl: str | None = None) -> list[tuple[int, int, float]]:
@@ -214,8 +208,7 @@ class ProfileRun:
 def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_spec: Optional[Path], quick: bool,
                    say: Callable[[str], None], threads: int = 1, mode: str = "insitu",
                    clock: str = "wall", insitu_grid=None, model=None, cache=None,
-                   block_runs=None, split: bool = False, prompt_len: int = 0, ctx_ratios=None,
-                   probe_block: int | None = None) -> ProfileRun:
+                   block_runs=None, split: bool = False, prompt_len: int = 0, ctx_ratios=None) -> ProfileRun:
     """Profile table and device spec YAML: measured now on this CPU for what is not given.
 
     mode "insitu": every executor kernel timed inside synthetic executor passes (profiler.executor.insitu),
@@ -227,8 +220,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     ctx_ratios: how decode contexts of one served pass spread around their mean (`DryRun.ctx_ratios`).
     split (insitu): measure the pilot sweep (INSITU_ROUNDS[0]) now and leave the rest to `ProfileRun.relayout`
     and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure decode passes right after a pass of that
-    many prompt tokens. probe_block (insitu): time the machine-speed probe from the first sweep on, on the cache's
-    blocks from this one (`InsituSession.enable_probe`).
+    many prompt tokens.
     """
     from hwmodels.models import resolve_model
     from profiler.devices import cpu_device_spec, device_name, run_metadata, write_device_spec
@@ -271,8 +263,6 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
                                     grid=insitu_grid or InsituGrid(), seed=cfg.simulation.seed, clock=clock,
                                     num_blocks=cfg.kv_cache.num_blocks or 0, cache=cache, block_runs=block_runs,
                                     ctx_ratios=ctx_ratios)
-            if probe_block is not None:
-                session.enable_probe(probe_block)
             session.measure(before, min_time_s / total, 3, 50, total)
             if prompt_len > 0 and not split:  # split: measured in relayout, on the served layout
                 session.measure_after_prompt(prompt_len, reps=AFTER_PROMPT_REPS)
@@ -355,11 +345,6 @@ class ValidationResult:
     # in-situ grid passes after the served run over before it, − 1 (machine speed drift; None: not measured)
     profile_drift: float | None = None
     op_breakdown: pd.DataFrame | None = None  # run_validation(op_breakdown=True): see _op_breakdown
-    # probe pass between served passes over the same pass in the profile sweeps, − 1 (None: not measured)
-    speed_during_run: float | None = None
-    probes: int = 0  # probe passes timed between served passes
-    # errors of the simulator with the cost model at the profile's speed (speed_during_run not applied)
-    errors_at_profile_speed: dict[str, float | None] | None = None
 
     def write_frames(self, out: Path) -> None:
         """measured_/simulated_ requests and steps as parquet; measured steps carry the cost model's
@@ -381,8 +366,6 @@ class ValidationResult:
             "clock": self.clock,
             "load_avg": self.load_avg, "wall_s": self.wall_s, "notes": self.notes,
             "profile_drift": self.profile_drift,
-            "speed_during_run": self.speed_during_run, "probes_during_run": self.probes,
-            "errors_at_profile_speed": self.errors_at_profile_speed,
             "config": self.config.model_dump(mode="json"),
         })
 
@@ -517,17 +500,12 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                    device_spec: Optional[Path] = None, load: Optional[float] = None, threads: int = 1,
                    quick: bool = False, clock: str = "wall", profile_mode: str = "insitu",
                    say: Callable[[str], None] = lambda s: None, insitu_grid=None,
-                   pin: bool = True, op_breakdown: bool = False, speed_correction: bool = True) -> ValidationResult:
+                   pin: bool = True, op_breakdown: bool = False) -> ValidationResult:
     """Profile (if needed), serve the workload on the executor, simulate it, and compare.
 
     op_breakdown (a diagnostic, `benchmarks/bench_executor_timing.py served`): time every kernel call of the
     served passes too, and compare gemm / attention / elementwise / the rest with the cost model's parts per
-    pass kind (`ValidationResult.op_breakdown`); the clock reads perturb the served passes slightly.
-
-    speed_correction (in-situ profiling): time a fixed probe pass in the profile sweeps and between served passes
-    (off the executor's clock), and scale the cost model by the ratio (`InsituSession.speed_during`): the machine's speed during
-    the run, measured on a synthetic pass, never on a served one. `errors_at_profile_speed` keeps the errors
-    without it."""
+    pass kind (`ValidationResult.op_breakdown`); the clock reads perturb the served passes slightly."""
     import torch
 
     from profiler.executor import CPUClock, Executor, LlamaModel, WallClock, torch_threads
@@ -546,7 +524,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         # profile taken on a separate instance carries into every predicted pass.
         from hwmodels.models import resolve_model
         from profiler.executor.attention import PagedKVCache
-        from profiler.executor.insitu import PROBE, InsituGrid, _num_blocks, need_blocks
+        from profiler.executor.insitu import InsituGrid, need_blocks
 
         from profiler.executor.server import steady_allocator
 
@@ -556,12 +534,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         dims = _dims(cfg, mspec)
         _check_kv_bytes(cfg.kv_cache.num_blocks or 0, cfg.kv_cache.block_size, mspec.kv_bytes_per_token(cfg.quant.kv))
         model = LlamaModel(dims, seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
-        # NOTE: the speed probe runs between served passes on blocks past those the KV manager hands out
-        served_blocks = cfg.kv_cache.num_blocks or 0
-        probe_need = _num_blocks(PROBE, cfg.kv_cache.block_size)
-        nb = need_blocks(model, insitu_grid or InsituGrid(), cfg.kv_cache.block_size,
-                         served_blocks + probe_need if served_blocks else 0)
-        probe_block = served_blocks if speed_correction and profile is None and profile_mode == "insitu" else None
+        nb = need_blocks(model, insitu_grid or InsituGrid(), cfg.kv_cache.block_size, cfg.kv_cache.num_blocks or 0)
         cache = PagedKVCache(dims.num_layers, nb, cfg.kv_cache.block_size, dims.num_kv_heads, dims.head_dim,
                              model.dtype, model.device)
         dry = None
@@ -575,7 +548,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
             dry = serving_dry_run(cfg, device_spec, model, load)  # on roofline step times: for the pilot sweep
         prof = ensure_profile(cfg, work_dir, profile, device_spec, quick, say, threads, profile_mode, clock,
                               insitu_grid, model=model, cache=cache, block_runs=dry.runs if dry else None, split=True,
-                              ctx_ratios=dry.ctx_ratios if dry else None, probe_block=probe_block)
+                              ctx_ratios=dry.ctx_ratios if dry else None)
         profile, device_spec = prof.path, prof.device_spec
         data = cfg.model_dump(mode="python")
         data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
@@ -617,14 +590,9 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         core = make_core(cfg.scheduler, cfg.kv_cache, sc.num_kv_blocks, sc.max_model_len)
         from profiler.executor.insitu import CLOCKS
 
-        shared = cache.num_blocks >= sc.num_kv_blocks
-        session = prof.session if probe_block is not None else None
-        if session is not None and shared and probe_block < sc.num_kv_blocks:
-            session.disable_probe()  # the served run would use the probe's blocks
-            session = None
         ex = Executor(model, core, clock=WallClock() if clock == "wall" else CPUClock(), seed=cfg.simulation.seed,
-                      cache=cache if shared else None, op_clock=CLOCKS[clock] if op_breakdown else None,
-                      between_passes=session.served_probe if session is not None else None)
+                      cache=cache if cache.num_blocks >= sc.num_kv_blocks else None,
+                      op_clock=CLOCKS[clock] if op_breakdown else None)
         ex.warmup(((256, 0), (64, 0), (1, 128), (1, 16)))
         gc.collect()
         gc.disable()  # NOTE: a collection pause would land inside some pass; serving runs without one
@@ -644,26 +612,15 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                 say(f"machine speed: the grid's passes took {drift:+.1%} after the served run vs before it "
                     "(the cost model pools both)")
         wall["profile_s"] += time.perf_counter() - t3
-        speed = session.speed_during() if session is not None else None
-        probes = len(session.probe_served) if session is not None else 0
-        if session is not None:
-            say(f"machine speed during the run: {probes} probe passes between served passes took "
-                + (f"{speed:+.1%} vs the profile sweeps; the cost model is scaled by that" if speed is not None
-                   else "too few to measure it; the cost model stays at the profile's speed"))
         del torch
 
     say("simulating the same requests with the calibrated cost model")
     t2 = time.perf_counter()
+    sim = simulate(cfg, requests=wl.to_requests(), cost_model=cost)
+    wall["simulate_s"] = time.perf_counter() - t2
     kw = dict(slo=cfg.slo, num_gpus=1, usd_per_gpu_hour=0.0, kv_blocks_total=sc.num_kv_blocks,
               block_size=cfg.kv_cache.block_size)
     meas_summary = summarize(measured.requests, measured.steps, measured.itl_s, **kw)
-    errors_raw = None
-    if speed is not None:
-        sim0 = simulate(cfg, requests=wl.to_requests(), cost_model=cost)
-        errors_raw = compute_errors(meas_summary, sim0.summary, measured.steps, sim0.steps)
-        cost = dataclasses.replace(cost, speed=1.0 + speed)
-    sim = simulate(cfg, requests=wl.to_requests(), cost_model=cost)
-    wall["simulate_s"] = time.perf_counter() - t2
     predicted = np.array([cost.stage_seconds(s) for s in measured.shapes])
     errors = compute_errors(meas_summary, sim.summary, measured.steps, sim.steps)
     breakdown = _op_breakdown(cost, measured, ex.op_records) if op_breakdown else None
@@ -673,7 +630,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                      "served run; latency errors at high load amplify such drift several-fold")
     return ValidationResult(cfg, meas_summary, sim.summary, errors, measured.requests, measured.steps, sim.requests,
                             sim.steps, predicted, capacity, rate, str(profile), str(device_spec), threads, clock, loads,
-                            wall, notes, drift, breakdown, speed, probes, errors_raw)
+                            wall, notes, drift, breakdown)
 
 
 def _op_breakdown(cost, measured, records) -> pd.DataFrame:
@@ -770,8 +727,6 @@ def error_table(res: ValidationResult):
     if "predicted_over_measured_sum" in st:
         t.add_row("cost model on measured passes", ms(st["measured_mean_s"]),
                   ms(st["predicted_on_measured_shapes_mean_s"]), f"{st['predicted_over_measured_sum']:+.1%}")
-    if res.speed_during_run is not None:
-        t.add_row("machine speed during run", f"{res.probes} probes", "", f"{res.speed_during_run:+.1%}")
     t.add_row("requests finished", str(m["num_finished"]), str(s["num_finished"]), "")
     t.add_row("passes", str(m["num_steps"]), str(s["num_steps"]), "")
     t.add_row("preemptions", str(m["num_preemptions"]), str(s["num_preemptions"]), "")

@@ -14,6 +14,9 @@
                                                              # cost model vs measured per pass kind and op kind
     python benchmarks/bench_executor_timing.py replay [SCHED] # validate --quick, then its served passes replayed
                                                              # without the loop: in order vs right after itself
+    python benchmarks/bench_executor_timing.py single        # one request served alone vs synthetic 1-seq passes
+    python benchmarks/bench_executor_timing.py glue TABLE... # decode glue rows vs the fitted line(s)
+    python benchmarks/bench_executor_timing.py loop [SCHED]  # a pass inside the serving loop vs re-run right after
     python benchmarks/bench_executor_timing.py neighbours    # decode GEMMs after itself / other KV / B+1 / B-1
     python benchmarks/bench_executor_timing.py skew          # mean vs median of repeated passes, per op
     python benchmarks/bench_executor_timing.py state [SCHED] # validate --quick: page faults and gc objects of the
@@ -48,6 +51,23 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   serve, the dry runs' included) the cost model over-predicted the served passes by +8.1 % and TPOT p50 came out
   +25.5 % / +16.4 % (plain runs: -2..-13 %): Python-level state around the run moves served pass times by ~8 %
   relative to the profile. Unexplained; the strongest lead for the remaining bias.
+- replay vllm (2026-11-26, one run; p50 errors -1.6 / -3.7 / -0.5 %): against the served forward passes,
+  the same passes replayed in order / right after themselves (interleaved): decode passes -0.97 / -1.34 %,
+  passes with prompt tokens -0.92 / -1.42 %; their synthetic twins (same rows on the profile's layout) vs
+  the replays after themselves: decode +0.89 %, prompt -0.10 %; cost model vs served passes: decode
+  -0.45 %, prompt -0.73 %. Served passes ran ~1 % slower than the same passes right after the run without
+  the loop; the predecessor (in order vs itself) is worth ~0.3-0.5 %; synthetic passes match replays.
+  (A sarathi run the same day is left out: another process ran during its served phase.)
+- loop vllm (2026-11-26, 3 runs): decode passes in the loop vs re-run right after +0.44 / +0.55 / -0.11 %,
+  passes with prompt tokens +1.06 / +0.03 / +0.42 %: the loop's own work costs the next pass <~0.5 %.
+- glue (2026-11-26, three in-situ profile tables of small-llama): decode glue at one sequence 0.200 / 0.225 / 0.236 ms vs
+  0.339 / 0.343 / 0.339 ms on the line through all decode rows, which fits 2..64 sequences within ~3 %.
+- single (2026-11-26, 3 rounds): one request served alone, decode forward at ctx ~120/200/280 vs synthetic
+  one-sequence passes: 2.166/2.211/2.405 vs 2.156/2.203/2.258, 2.144/2.180/2.384 vs 2.182/2.222/2.252,
+  2.165/2.179/2.206 vs 2.145/2.162/2.241 ms (within ~2 % at 120 and 200; at 280 +6.5/+5.9/-1.6 %). Yet in
+  validate --quick runs with the one-sequence glue as measured, the cost model's error on served
+  one-sequence decode passes was -9.4 / -7.2 / -7.6 / -1.5 % (4 runs, `bench_validate.py --analyze`): the
+  gap comes from the served run around them, not from the pass itself.
 - gather (2026-11-26): 4 x 8 blocks, K and V, 4 layers, L3 flushed: indexing 0.47 ms contiguous / 0.70 ms
   scattered, index_select 0.23 / 0.32 ms.
 - drift: 4 decodes x 128 in 10 s windows over 240 s: mean 5.65 ms, cv 1.5 %, range -3.4 %..+3.1 %, a 128-token
@@ -396,8 +416,7 @@ def replay(sched: str = "sarathi") -> None:
     b = st["batch_size"].to_numpy()
     dur = (st["end_s"] - st["start_s"]).to_numpy()
     pred = res.predicted_step_s
-    print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")},
-          f"speed during run {res.speed_during_run:+.1%}" if res.speed_during_run is not None else "")
+    print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")})
     groups = [("decode passes", ~pre), *((f"  decode, {lo + 1}-{hi} seqs", ~pre & (b > lo) & (b <= hi))
                                         for lo, hi in ((0, 1), (1, 4), (4, 16), (16, 64))),
               ("passes with prompt tokens", pre), ("all passes", pre | ~pre)]
@@ -408,6 +427,119 @@ def replay(sched: str = "sarathi") -> None:
               f"{in_order[m].sum() / fw[m].sum() - 1:+.2%}, right after itself {after_self[m].sum() / fw[m].sum() - 1:+.2%}"
               f"; synthetic twin vs replayed after itself {twin[m].sum() / after_self[m].sum() - 1:+.2%}"
               f"; cost model vs served pass (loop included) {pred[m].sum() / dur[m].sum() - 1:+.2%}")
+
+
+def loop(sched: str = "vllm") -> None:
+    """The serving loop's effect on the next pass: the executor serves 200 synthetic requests (32-256 prompt,
+    8-64 output tokens, Poisson at ~33/s on a virtual clock) with the quick preset's model and policy, and
+    every pass is run again right after itself; in-loop over re-run time, per pass kind, 3 runs."""
+    import gc
+
+    from app.cmd_validate import _dims, quick_config
+    from hwmodels.models import resolve_model
+    from policies.request import Request
+    from profiler.executor import Executor, LlamaModel, VirtualClock
+    from profiler.executor.server import make_core
+    from simulator.config import validate_config
+
+    cfg = validate_config(quick_config(sched))
+    model = LlamaModel(_dims(cfg, resolve_model(cfg.model)), seed=0)
+
+    class Twice(Executor):
+        pairs: list = []
+
+        def _forward(self, ids, seqs, rows):
+            t0 = CLOCK()
+            out = Executor._forward(self, ids, seqs, rows)
+            t1 = CLOCK()
+            Executor._forward(self, ids, seqs, rows)
+            t2 = CLOCK()
+            self.pairs.append((t1 - t0, t2 - t1, any(n > 1 for n, _, _ in seqs)))
+            return out
+
+    rng = np.random.default_rng(1)
+    for rep in range(3):
+        core = make_core(cfg.scheduler, cfg.kv_cache, 1024, 2048)
+        ex = Twice(model, core, clock=VirtualClock(lambda s: 0.004 + 0.0002 * s.num_tokens), seed=0)
+        ex.pairs = []
+        t = np.cumsum(rng.exponential(0.03, 200))
+        reqs = [Request(i, float(t[i]), int(rng.integers(32, 256)), int(rng.integers(8, 64))) for i in range(200)]
+        gc.collect()
+        gc.disable()
+        try:
+            ex.serve(reqs)
+        finally:
+            gc.enable()
+        p = np.array(ex.pairs)
+        dec, pro = p[:, 2] == 0, p[:, 2] == 1
+        print(f"{sched} run {rep}: decode passes ({dec.sum()}) in loop vs re-run {p[dec, 0].sum() / p[dec, 1].sum() - 1:+.2%}"
+              f"; passes with prompt tokens ({pro.sum()}) {p[pro, 0].sum() / p[pro, 1].sum() - 1:+.2%}", flush=True)
+
+
+def glue(paths: list[str]) -> None:
+    """Decode-pass glue rows (op executor_overhead, tokens == sequences) of in-situ profile tables against
+    one line through all of them and against the fit validate uses (a line through 2+ sequences, one
+    sequence as measured)."""
+    from app.cmd_validate import overhead_rows
+    from profiler.executor.overhead import fit_overhead_robust, fit_pass_overhead
+
+    for p in paths:
+        rows = overhead_rows(Path(p))
+        dec = sorted(r for r in rows if r[0] == r[1])
+        line, used = fit_overhead_robust(dec), fit_pass_overhead(rows)
+        print(p)
+        print("  seqs: measured / one line / validate's fit (ms)")
+        for b, _, sec in dec:
+            print(f"  {b:3d}: {sec * 1e3:.3f} / {line.seconds(b, b) * 1e3:.3f} / {used.seconds(b, b, 0) * 1e3:.3f}")
+
+
+def single() -> None:
+    """One request (100-token prompt, 200 outputs) served alone by the executor with the quick preset's
+    model and policy, its decode passes' forward timed, vs synthetic one-sequence decode passes (after
+    themselves, as the in-situ profile times them) at contexts 120 / 200 / 280; 3 rounds."""
+    import gc
+
+    from app.cmd_validate import _dims, quick_config
+    from hwmodels.models import resolve_model
+    from policies.request import Request
+    from profiler.executor import Executor, LlamaModel, VirtualClock
+    from profiler.executor.server import make_core
+    from simulator.config import validate_config
+
+    cfg = validate_config(quick_config("vllm"))
+    dims = _dims(cfg, resolve_model(cfg.model))
+    model = LlamaModel(dims, seed=0)
+    cache = PagedKVCache(dims.num_layers, 1100, 16, dims.num_kv_heads, dims.head_dim, model.dtype, model.device)
+    perm = block_order(1100, [3], 0).tolist()
+
+    class Timed(Executor):
+        times: list = []
+
+        def _forward(self, ids, seqs, rows):
+            t = CLOCK()
+            out = Executor._forward(self, ids, seqs, rows)
+            if seqs[0][0] == 1:
+                self.times.append((CLOCK() - t, seqs[0][1]))
+            return out
+
+    gc.disable()
+    try:
+        for _ in range(3):
+            ex = Timed(model, make_core(cfg.scheduler, cfg.kv_cache, 1024, 2048), clock=VirtualClock(lambda s: 3e-3),
+                       cache=cache)
+            ex.times = []
+            ex.serve([Request(0, 0.0, 100, 200)])
+            a = np.array(ex.times)
+            served = [np.median(a[np.abs(a[:, 1] - c) < 20, 0]) for c in (120, 200, 280)]
+            syn = []
+            for c in (120, 200, 280):
+                f = _pass_fn(model, cache, [(1, c)], 16, perm, CLOCK)
+                f()
+                syn.append(np.median([f() for _ in range(40)]))
+            print("one sequence, ctx ~120/200/280: served forward " + " / ".join(f"{x * 1e3:.3f}" for x in served)
+                  + " ms; synthetic " + " / ".join(f"{x * 1e3:.3f}" for x in syn) + " ms", flush=True)
+    finally:
+        gc.enable()
 
 
 def neighbours() -> None:
@@ -520,6 +652,12 @@ def main() -> None:
         skew()
     elif what == "state":
         state(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
+    elif what == "single":
+        single()
+    elif what == "glue":
+        glue(sys.argv[2:])
+    elif what == "loop":
+        loop(sys.argv[2] if len(sys.argv) > 2 else "vllm")
     elif what == "replay":
         replay(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
     elif what == "served":

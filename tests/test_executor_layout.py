@@ -1,7 +1,6 @@
 """KV block layout from the policies, the split in-situ profile, and the executor's process settings."""
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 
@@ -173,51 +172,3 @@ def test_steady_allocator_applies_on_glibc():
     from profiler.executor.server import steady_allocator
 
     assert steady_allocator() is True
-
-
-def test_speed_probe_stays_on_its_blocks_and_compares_run_with_sweeps():
-    """The machine-speed probe of `llmsim validate` (InsituSession.enable_probe / served_probe / speed_during)."""
-    from profiler.executor import LlamaDims, LlamaModel
-    from profiler.executor.insitu import PROBE, PROBE_EVERY, InsituGrid, InsituSession, _num_blocks
-
-    dims = LlamaDims(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                     vocab_size=256, max_position=512)
-    grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16,), decode_extra=(), prefill=((1, 8),), chunks=(),
-                      mixed=())
-    s = InsituSession(LlamaModel(dims, seed=0), grid=grid, num_blocks=80, clock="cpu")
-    need = _num_blocks(PROBE, 16)
-    with pytest.raises(ValueError, match="probe"):
-        s.enable_probe(s.cache.num_blocks - need + 1)
-    first = s.cache.num_blocks - need
-    s.enable_probe(first)
-    s.measure(1, 0.0, 1, 1, 1)
-    assert len(s.probe_sweeps) == len(s.cases) and all(t > 0 for t in s.probe_sweeps)
-    k_before, v_before = s.cache.k[:, :first].clone(), s.cache.v[:, :first].clone()
-    for i in range(PROBE_EVERY * 25):
-        s.served_probe(i)
-    assert len(s.probe_served) == 25
-    assert torch.equal(s.cache.k[:, :first], k_before) and torch.equal(s.cache.v[:, :first], v_before)
-    assert s.speed_during(min_probes=26) is None
-    got = s.speed_during()
-    assert got == pytest.approx(np.median(s.probe_served) / np.median(s.probe_sweeps) - 1)
-    s.probe_served[:] = [2 * np.median(s.probe_sweeps)] * 25  # a machine twice as slow during the run
-    assert s.speed_during() == pytest.approx(1.0)
-    s.disable_probe()
-    s.served_probe(PROBE_EVERY - 1)
-    assert s.probe_served == [] and s.speed_during() is None
-
-
-def test_speed_scales_every_part_of_the_cost():
-    from app.cmd_validate import WithExecutorOverhead
-    from hwmodels.cost import LinearCostModel
-    from hwmodels.shapes import BatchShape
-    from profiler.executor.overhead import PassOverhead, fit_overhead
-
-    o = fit_overhead([(1, 1, 1e-4), (8, 8, 2e-4)])
-    cm = WithExecutorOverhead(LinearCostModel(base_s=0.01), PassOverhead(o, o))
-    fast = dataclasses.replace(cm, speed=1.02)
-    shape = BatchShape.from_seqs([(1, 10)] * 4)
-    assert fast.stage_seconds(shape) == pytest.approx(1.02 * cm.stage_seconds(shape))
-    a, b = cm.step_cost(shape), fast.step_cost(shape)
-    assert b.total_s == pytest.approx(1.02 * a.total_s) and b.stage_s == pytest.approx(1.02 * a.stage_s)
-    assert [x.seconds for x in b.ops] == pytest.approx([1.02 * x.seconds for x in a.ops])

@@ -150,14 +150,8 @@ def test_small_end_to_end_validation_holds_together(small_run):
         # fails); the accuracy itself is what benchmarks/bench_validate.py measures.
         assert e is not None and -0.8 < e < 4.0, (k, e, res.errors)
     assert len(res.predicted_step_s) == len(res.measured_steps) and np.all(res.predicted_step_s > 0)
-    from profiler.executor.insitu import PROBE_EVERY
-
-    assert res.probes == len(res.measured_steps) // PROBE_EVERY  # the speed probe ran between served passes
-    if res.speed_during_run is not None:
-        assert abs(res.speed_during_run) < 0.5 and set(res.errors_at_profile_speed) == set(res.errors)
     payload = res.as_json()
     assert set(ERROR_KEYS) <= set(payload["errors"]) and payload["clock"] == "cpu"
-    assert payload["probes_during_run"] == res.probes and "speed_during_run" in payload
     json.dumps(payload)  # plain JSON types only
 
 
@@ -197,3 +191,20 @@ def test_insitu_profile_rows_use_the_sweep_keys(tmp_path):
     assert set(zip(pre.num_seqs, pre.num_tokens, pre.context_len)) == {(1, 8, 0), (2, 32, 0), (1, 8, 16)}
     kern = df.op != "executor_overhead"
     assert (df[kern].median_s > 0).all() and (df[~kern].median_s >= 0).all() and (df.impl == "executor").all()
+
+
+def test_single_sequence_decode_glue_is_taken_as_measured():
+    """One-sequence decode glue sits far below the line through 2+ sequences (measured in-situ): the pass
+    overhead uses that row as measured, the line elsewhere, and the serving loop adds on top of both."""
+    from profiler.executor.overhead import PassOverhead, fit_pass_overhead
+
+    rows = [(1, 1, 2.0e-4)] + [(s, s, 3.3e-4 + 1e-5 * s) for s in (2, 4, 8, 16, 32, 64)] + [(1, 256, 1e-3),
+                                                                                            (2, 512, 2e-3)]
+    g = fit_pass_overhead(rows)
+    assert g.seconds(1, 1, 0) == pytest.approx(2.0e-4)
+    assert g.seconds(16, 16, 0) == pytest.approx(3.3e-4 + 1.6e-4, rel=1e-6)
+    assert g.seconds(1, 256, 256) == pytest.approx(1e-3, rel=1e-6)  # a one-sequence prompt pass: the prompt fit
+    loop = fit_overhead([(1, 1, 5e-6), (8, 8, 5e-6)])
+    both = g.plus(PassOverhead(loop, loop))
+    assert both.seconds(1, 1, 0) == pytest.approx(2.05e-4) and both.seconds(16, 16, 0) == pytest.approx(4.95e-4)
+    assert fit_pass_overhead(rows[1:]).decode_single is None  # no one-sequence row: the line

@@ -80,8 +80,6 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 CONDITION = [(1, 128)] * 4  # the pass run before each timed pass: a small decode batch, as in serving
-PROBE = CONDITION  # the machine-speed probe (`InsituSession.enable_probe`): one small decode pass
-PROBE_EVERY = 16  # served passes per probe (`InsituSession.served_probe`)
 
 
 def _pass_fn(model: LlamaModel, cache: PagedKVCache, seqs, block_size: int, blocks: list[int], clock):
@@ -257,54 +255,6 @@ class InsituSession:
         self.checks: list[tuple[float, float]] = []
         self.after_prompt: dict[int, list[tuple[float, float]]] = defaultdict(list)
         self.overhead = clock_overhead(CLOCKS[clock])
-        self._probe = None
-        self.probe_sweeps: list[float] = []  # probe pass seconds, one after each case of every sweep
-        self.probe_served: list[float] = []  # probe pass seconds between served passes
-
-    def enable_probe(self, first_block: int) -> None:
-        """Time the PROBE pass (on blocks first_block.. of the cache, which the served run must not use) after
-        every case of every sweep and after every PROBE_EVERY-th served pass (`served_probe`, off the executor's
-        clock), each time run twice and the second timed (so the pass before it is always the probe itself):
-        `speed_during` compares the two. A served pass after a probe follows a small decode pass instead of
-        its own predecessor (measured: a decode pass after another decode batch on other KV blocks takes the
-        same time as after its own previous step, `benchmarks/bench_executor_timing.py neighbours`).
-
-        NOTE: this VM's speed drifts by +-3 % over minutes, common to every kernel (`benchmarks/
-        bench_executor_timing.py drift`), and at 70 % load a per-pass error of x moves TPOT by several x; the
-        sweeps before and after the run bracket it, the probe measures the speed during it.
-        """
-        need = _num_blocks(PROBE, self.block_size)
-        if first_block < 0 or first_block + need > self.cache.num_blocks:
-            raise ValueError(f"probe: blocks {first_block}..{first_block + need - 1} are not in the "
-                             f"{self.cache.num_blocks}-block cache")
-        one = _pass_fn(self.model, self.cache, PROBE, self.block_size, list(range(first_block, first_block + need)),
-                       CLOCKS[self.clock])
-
-        def probe() -> float:  # the second of two: a probe after a probe, whatever ran before
-            one()
-            return one()
-
-        self._probe = probe
-        probe()  # warm-up
-
-    def disable_probe(self) -> None:
-        """Stop probing (its blocks are needed); the samples so far are dropped."""
-        self._probe = None
-        self.probe_sweeps.clear()
-        self.probe_served.clear()
-
-    def served_probe(self, index: int) -> None:
-        """`Executor(between_passes=...)`: time the probe after every PROBE_EVERY-th served pass."""
-        if self._probe is not None and index % PROBE_EVERY == PROBE_EVERY - 1:
-            self.probe_served.append(self._probe())
-
-    def speed_during(self, min_probes: int = 20) -> float | None:
-        """Median probe time between served passes over the median in the sweeps, − 1: how much slower (> 0) the
-        machine ran during the run than while the profile was taken. None with fewer than min_probes probes
-        in the run."""
-        if len(self.probe_served) < min_probes or not self.probe_sweeps:
-            return None
-        return float(np.median(self.probe_served) / np.median(self.probe_sweeps)) - 1.0
 
     def set_layout(self, block_runs: Sequence[int] | None, seed: int = 0,
                    ctx_ratios: Sequence[float] | None = None) -> None:
@@ -333,8 +283,6 @@ class InsituSession:
                                   CLOCKS[self.clock])
                 _measure(kind, seqs, reps, self.calls, self.glue, self.checks, self.overhead)
                 totals[i] += [untimed for untimed, _, _ in reps]
-                if self._probe is not None:
-                    self.probe_sweeps.append(self._probe())
 
     def speed_change(self) -> float | None:
         """Median over the grid's passes of (untimed pass time in the last measure() call) / (in the call

@@ -91,12 +91,6 @@ class WallClock:
     def pass_done(self, shape: BatchShape) -> None:
         """The pass really took its time; nothing to add."""
 
-    def outside(self, fn: Callable[[], None]) -> None:
-        """Run `fn` off the clock: the clock (and with it the arrivals) stands still meanwhile."""
-        t = time.perf_counter()
-        fn()
-        self.t0 += time.perf_counter() - t
-
 
 class CPUClock:
     """This thread's CPU seconds since `start()`, plus idle gaps: the executor's time on a core of its own.
@@ -128,12 +122,6 @@ class CPUClock:
     def pass_done(self, shape: BatchShape) -> None:
         """The pass's CPU time is already on the clock."""
 
-    def outside(self, fn: Callable[[], None]) -> None:
-        """Run `fn` off the clock: its CPU time is not the executor's."""
-        t = time.thread_time()
-        fn()
-        self.t0 += time.thread_time() - t
-
 
 class VirtualClock:
     """Simulated seconds: a pass takes `step_seconds(shape)`, idle waits jump to the next arrival."""
@@ -153,9 +141,6 @@ class VirtualClock:
 
     def pass_done(self, shape: BatchShape) -> None:
         self.t += self.step_seconds(shape)
-
-    def outside(self, fn: Callable[[], None]) -> None:
-        fn()
 
 
 @contextlib.contextmanager
@@ -215,15 +200,10 @@ class Executor:
     """One replica serving `model` with `core`'s decisions. `core.kv` hands out the cache's block ids."""
 
     def __init__(self, model: LlamaModel, core: ReplicaCore, *, clock=None, seed: int = 0,
-                 record_plans: bool = False, cache: PagedKVCache | None = None, op_clock=None,
-                 between_passes: Callable[[int], None] | None = None) -> None:
+                 record_plans: bool = False, cache: PagedKVCache | None = None, op_clock=None) -> None:
         """op_clock: if given (e.g. time.thread_time), every kernel call of every pass is timed with it and
         `op_records` gets one [(op, key, seconds), ...] list per pass — a diagnostic: the clock reads add
-        ~0.5 us per call to the served passes. between_passes: called with the pass's index after each pass,
-        off the executor's clock (`clock.outside`: the served timeline stands still meanwhile); it must not
-        touch the KV blocks the KV manager hands out (`llmsim validate` times its machine-speed probe there,
-        `InsituSession.served_probe`)."""
-        self.between_passes = between_passes
+        ~0.5 us per call to the served passes."""
         kv = core.kv
         self.op_clock = op_clock
         self.op_records: list[list] = []
@@ -344,9 +324,6 @@ class Executor:
             i = admit(end)  # arrivals during the pass were queued meanwhile; they wait for the next pass
             steps.append(self._step_row(plan, now, end))
             shapes.append(plan.shape)
-            if self.between_passes is not None:
-                k = len(steps) - 1
-                clock.outside(lambda: self.between_passes(k))
         wall_s = time.perf_counter() - wall0
         outputs = {r.id: self.tokens[r.id][r.prompt_len:] for r in pending if r.id in self.tokens}
         return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs,
