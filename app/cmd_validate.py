@@ -103,6 +103,9 @@ class WithExecutorOverhead:
     # a float, or one share per decode batch-size bin (b-1).bit_length() (`DryRun.after_prompt_fractions`)
     after_prompt_fraction: float | tuple[float, ...] = 0.0
     mixed: "OverheadFit | None" = None  # op "executor_mixed_attention": (decodes, prompt tokens) -> seconds
+    # expected extra seconds of a one-sequence decode pass for following multi-sequence ones: op
+    # "executor_single_streak" (k-th pass in a row) weighted by `DryRun.single_streak_weights`
+    single_extra_s: float = 0.0
 
     def _overhead(self, shape: BatchShape) -> float:
         if shape.num_tokens <= 0:
@@ -114,6 +117,8 @@ class WithExecutorOverhead:
                 if isinstance(f, tuple):
                     f = f[min(len(f) - 1, (shape.num_seqs - 1).bit_length())]
                 o += f * self.after_prompt.seconds(shape.num_seqs, shape.num_tokens)
+            if shape.num_seqs == 1:
+                o += self.single_extra_s
         elif shape.num_decode_tokens and self.mixed is not None:
             o += self.mixed.seconds(shape.num_decode_tokens, shape.num_prefill_tokens)
         return o
@@ -199,6 +204,7 @@ class ProfileRun:
         self.session.measure(rounds, self.min_time_s / sum(INSITU_ROUNDS), 3, 50, sum(INSITU_ROUNDS))
         if prompt_len > 0:
             self.session.measure_after_prompt(prompt_len, reps=pairs)
+        self.session.measure_single_streak(reps=max(1, pairs // 2))
         self.path.unlink()
         self.session.write(self.path)
         if self.loop_rows:
@@ -266,6 +272,8 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
             session.measure(before, min_time_s / total, 3, 50, total)
             if prompt_len > 0 and not split:  # split: measured in relayout, on the served layout
                 session.measure_after_prompt(prompt_len, reps=AFTER_PROMPT_REPS)
+            if not split:
+                session.measure_single_streak(reps=AFTER_PROMPT_REPS // 2)
             session.write(profile)
             out.session, out.rounds_after, out.min_time_s = session, after, min_time_s
             out.prompt_len = prompt_len
@@ -475,11 +483,12 @@ def _check_kv_bytes(num_blocks: int, block_size: int, bytes_per_token: float) ->
                         "set kv_cache.num_blocks")
 
 
-def _calibrated(cfg: Config, after_prompt_fraction: float | tuple[float, ...] = 0.0):
+def _calibrated(cfg: Config, after_prompt_fraction: float | tuple[float, ...] = 0.0,
+                single_streak_weights: tuple[float, ...] = ()):
     """(scenario, cost model) of a config whose cost model is the profiled one: the profile's kernels plus the
-    executor's measured glue, serving-loop and decode-after-prompt overheads."""
+    executor's measured glue, serving-loop, decode-after-prompt and one-sequence-run overheads."""
     from hwmodels.profiled import ProfiledCostModel
-    from profiler.executor.insitu import AFTER_PROMPT_OP, MIXED_OP
+    from profiler.executor.insitu import AFTER_PROMPT_OP, MIXED_OP, SINGLE_STREAK_OP
     from profiler.executor.overhead import LOOP_OP, PassOverhead, fit_overhead, fit_pass_overhead
 
     sc = resolve(cfg)
@@ -492,8 +501,19 @@ def _calibrated(cfg: Config, after_prompt_fraction: float | tuple[float, ...] = 
     after = fit_overhead(ap, relative=False) if ap else None
     mx = overhead_rows(profile, MIXED_OP)
     mixed = fit_overhead(mx, relative=False) if mx else None
+    streak = {t: sec for _, t, sec in overhead_rows(profile, SINGLE_STREAK_OP)}
+    single = sum(w * streak.get(k, 0.0) for k, w in enumerate(single_streak_weights, start=1))
     return sc, WithExecutorOverhead(sc.cost_model, glue.plus(PassOverhead(lp, lp)), after, after_prompt_fraction,
-                                    mixed)
+                                    mixed, single)
+
+
+def _dry_terms(dry) -> tuple:
+    """`_calibrated`'s policy-frequency arguments from a dry run (none: no such terms)."""
+    from profiler.executor.insitu import SINGLE_STREAK_PASSES
+
+    if dry is None:
+        return 0.0, ()
+    return dry.after_prompt_fractions(), dry.single_streak_weights(SINGLE_STREAK_PASSES)
 
 
 def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = None,
@@ -554,7 +574,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         data["hardware"] = {**data["hardware"], "gpu_file": str(device_spec)}
         data["cost_model"] = {"kind": "profiled", "profile": str(profile)}
         cfg = validate_config(data, "validate")
-        sc, cost = _calibrated(cfg, dry.after_prompt_fractions() if dry else 0.0)
+        sc, cost = _calibrated(cfg, *_dry_terms(dry))
         _check_kv_bytes(sc.num_kv_blocks, cfg.kv_cache.block_size, sc.model.kv_bytes_per_token(cfg.quant.kv))
 
         def at_load(cost) -> tuple[Config, float | None, float | None]:
@@ -575,10 +595,10 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
             f"{dry.after_prompt_fraction:.0%} of decode passes follow a pass with prompt tokens")
         if prof.relayout(dry.runs, int(np.median(dry.prompt_tokens)) if dry.prompt_tokens else 0, say,
                          ctx_ratios=dry.ctx_ratios):
-            sc, cost = _calibrated(cfg, dry.after_prompt_fractions())
+            sc, cost = _calibrated(cfg, *_dry_terms(dry))
             served, capacity, rate = at_load(cost)
         else:
-            sc, cost = _calibrated(cfg, dry.after_prompt_fractions())
+            sc, cost = _calibrated(cfg, *_dry_terms(dry))
         cfg = served
         wall["profile_s"] = time.perf_counter() - t0
         if capacity is not None:
@@ -606,7 +626,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         t3 = time.perf_counter()
         drift = None
         if prof.finish(say):  # the in-situ rounds left for after the run; the table is rewritten from all samples
-            sc, cost = _calibrated(cfg, dry.after_prompt_fractions())
+            sc, cost = _calibrated(cfg, *_dry_terms(dry))
             drift = prof.session.speed_change()
             if drift is not None:
                 say(f"machine speed: the grid's passes took {drift:+.1%} after the served run vs before it "

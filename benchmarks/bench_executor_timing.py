@@ -14,6 +14,7 @@
                                                              # cost model vs measured per pass kind and op kind
     python benchmarks/bench_executor_timing.py replay [SCHED] # validate --quick, then its served passes replayed
                                                              # without the loop: in order vs right after itself
+    python benchmarks/bench_executor_timing.py streak        # k-th decode pass in a row after a prompt / B+1 passes
     python benchmarks/bench_executor_timing.py single        # one request served alone vs synthetic 1-seq passes
     python benchmarks/bench_executor_timing.py glue TABLE... # decode glue rows vs the fitted line(s)
     python benchmarks/bench_executor_timing.py loop [SCHED]  # a pass inside the serving loop vs re-run right after
@@ -542,6 +543,35 @@ def single() -> None:
         gc.enable()
 
 
+def streak() -> None:
+    """A decode pass of B sequences (150 context) timed 12 times in a row right after a 160-token prompt pass,
+    or after 12 passes of B+1 sequences on other blocks; medians of 20 repetitions, relative to the 9th-12th."""
+    import gc
+
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0).tolist()
+    k_max = 12
+    gc.disable()
+    try:
+        for b in (1, 4, 12):
+            dec = _pass_fn(model, cache, [(1, 150)] * b, 16, perm, CLOCK)
+            other = _pass_fn(model, cache, [(1, 150)] * (b + 1), 16, perm[800:], CLOCK)
+            prompt = _pass_fn(model, cache, [(160, 0)], 16, perm[1500:], CLOCK)
+            for name, dis, n in (("after a prompt", prompt, 1), (f"after 12 x {b + 1} decodes", other, 12)):
+                t = np.zeros((20, k_max))
+                for r in range(20):
+                    for _ in range(n):
+                        dis()
+                    for k in range(k_max):
+                        t[r, k] = dec()
+                med = np.median(t, 0)
+                base = np.median(med[-4:])
+                print(f"{b} decodes {name}: pass 1..{k_max} vs 9-12 (%) "
+                      + " ".join(f"{100 * (x / base - 1):+.1f}" for x in med), flush=True)
+    finally:
+        gc.enable()
+
+
 def neighbours() -> None:
     """GEMM time inside a decode pass of B sequences when the pass before it was itself, the same shape on other
     KV blocks, B+1 or B-1 sequences (served batches change size as requests join and leave)."""
@@ -652,6 +682,8 @@ def main() -> None:
         skew()
     elif what == "state":
         state(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
+    elif what == "streak":
+        streak()
     elif what == "single":
         single()
     elif what == "glue":

@@ -172,3 +172,62 @@ def test_steady_allocator_applies_on_glibc():
     from profiler.executor.server import steady_allocator
 
     assert steady_allocator() is True
+
+
+def test_single_sequence_runs_are_counted_from_multi_sequence_passes():
+    """DryRun.single_streak: the place of each one-sequence decode pass in its run, counted only for runs begun
+    right after a decode pass of 2+ sequences; the weights are shares of all one-sequence passes."""
+    from profiler.executor.layout import DryRun
+
+    d = DryRun([], single_streak=[1, 2, 3, 0, 0, 1, 2, 14])
+    w = d.single_streak_weights(12)
+    assert len(w) == 12 and w[0] == pytest.approx(2 / 8) and w[1] == pytest.approx(2 / 8)
+    assert w[2] == pytest.approx(1 / 8) and sum(w) == pytest.approx(5 / 8)  # 0s and k > 12 add nothing
+    assert DryRun([]).single_streak_weights(3) == (0.0, 0.0, 0.0)
+
+    from profiler.executor import LlamaDims, LlamaModel
+    from profiler.executor.layout import policy_dry_run
+    from simulator.workload import build_workload
+
+    model = LlamaModel(LlamaDims(hidden_size=64, intermediate_size=96, num_layers=1, num_heads=4, num_kv_heads=2,
+                                 vocab_size=128, max_position=2048))
+    cfg = _cfg(8.0)  # some overlap: runs of one-sequence passes after two-sequence ones
+    dry = policy_dry_run(cfg.scheduler, cfg.kv_cache, 1024, 2048, build_workload(cfg.workload, 0).to_requests(),
+                         lambda s: 2e-3 + 1e-4 * s.num_tokens, model)
+    assert dry.single_streak and min(dry.single_streak) >= 0 and max(dry.single_streak) >= 2
+    ks = dry.single_streak
+    # a run counts up by one from its first pass
+    assert all(b == a + 1 for a, b in zip(ks, ks[1:]) if a > 0 and b > 1)
+
+
+def test_single_streak_rows_and_cost_term():
+    from app.cmd_validate import WithExecutorOverhead
+    from hwmodels.cost import LinearCostModel
+    from hwmodels.shapes import BatchShape
+    from profiler.executor import LlamaDims, LlamaModel
+    from profiler.executor.insitu import SINGLE_STREAK_OP, SINGLE_STREAK_PASSES, InsituGrid, InsituSession
+    from profiler.executor.overhead import PassOverhead, fit_overhead
+    from profiler.table import read_profile
+
+    dims = LlamaDims(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
+                     vocab_size=256, max_position=512)
+    grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16,), decode_extra=(), prefill=((1, 8),), chunks=(),
+                      mixed=())
+    s = InsituSession(LlamaModel(dims, seed=0), grid=grid, num_blocks=64, clock="cpu")
+    s.measure(1, 0.0, 1, 1, 1)
+    s.measure_single_streak(reps=2)
+    assert len(s.single_streak) == 2 and all(len(r) == SINGLE_STREAK_PASSES for r in s.single_streak)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "t.parquet"
+        s.write(out)
+        df, _ = read_profile(out)
+    rows = df[df["op"] == SINGLE_STREAK_OP].sort_values("num_tokens")
+    assert rows["num_tokens"].tolist() == list(range(1, SINGLE_STREAK_PASSES + 1)) and (rows["median_s"] >= 0).all()
+    zero = fit_overhead([])
+    cm = WithExecutorOverhead(LinearCostModel(base_s=0.01), PassOverhead(zero, zero), single_extra_s=2e-4)
+    assert cm.stage_seconds(BatchShape.from_seqs([(1, 10)])) == pytest.approx(0.01 + 2e-4)
+    assert cm.stage_seconds(BatchShape.from_seqs([(1, 10)] * 2)) == pytest.approx(0.01)
+    assert cm.stage_seconds(BatchShape.from_seqs([(20, 0)])) == pytest.approx(0.01)

@@ -79,6 +79,10 @@ def passes(grid: InsituGrid) -> list[tuple[str, list[tuple[int, int]]]]:
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
+# Extra seconds of the k-th (num_tokens = k) one-sequence decode pass in a row after multi-sequence ones
+SINGLE_STREAK_OP = "executor_single_streak"
+SINGLE_STREAK_PASSES = 12
+
 CONDITION = [(1, 128)] * 4  # the pass run before each timed pass: a small decode batch, as in serving
 
 
@@ -254,6 +258,8 @@ class InsituSession:
         self.glue: dict[tuple[int, int], list[float]] = defaultdict(list)
         self.checks: list[tuple[float, float]] = []
         self.after_prompt: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        self.single_streak: list[list[float]] = []  # per repetition: the k-th single pass's seconds, k = 1..K
+        self.single_steady: list[float] = []
         self.overhead = clock_overhead(CLOCKS[clock])
 
     def set_layout(self, block_runs: Sequence[int] | None, seed: int = 0,
@@ -267,6 +273,8 @@ class InsituSession:
         for k in [k for k in self.calls if k[0] in ("attention", "attention-mixed")]:
             del self.calls[k]
         self.after_prompt.clear()
+        self.single_streak.clear()
+        self.single_steady.clear()
 
     def measure(self, rounds: int, min_time_s: float, min_reps: int, max_reps: int, total_rounds: int) -> None:
         """Sweep the grid `rounds` times, each case for min_time_s and min/max_reps / total_rounds reps.
@@ -328,6 +336,30 @@ class InsituSession:
                 prompt()
                 after = dec()
                 self.after_prompt[b].append((after, dec()))
+
+    def measure_single_streak(self, reps: int = 3, context: int = 128, lead: int = 12) -> None:
+        """Seconds of one-sequence decode passes 1..SINGLE_STREAK_PASSES in a row right after `lead` decode
+        passes of 2 sequences (on other blocks), and of the same pass after itself (steady).
+
+        NOTE: served one-sequence decode passes mostly come in short runs after 2-sequence passes (a request
+        finishes), and the first ones are far slower than the steady pass the grid times (measured
+        2026-11-26, small-llama, 128-150 context: +25 % for the first, +17 / +15 / +15 / +12 / +9 / +7 % for
+        the next, ~0 from the 8th; none for 4 or 12 sequences; `benchmarks/bench_executor_timing.py streak`;
+        in validate runs the cost model was 7-9 % low on them without this term).
+        """
+        bs, clock = self.block_size, CLOCKS[self.clock]
+        if context + 1 > self.model.dims.max_position:
+            return
+        perm = self.perm.tolist()
+        one = _pass_fn(self.model, self.cache, [(1, context)], bs, perm, clock)
+        two = _pass_fn(self.model, self.cache, [(1, context)] * 2, bs, perm[_num_blocks([(1, context)], bs) + 1:],
+                       clock)
+        one()
+        for _ in range(reps):
+            for _ in range(lead):
+                two()
+            self.single_streak.append([one() for _ in range(SINGLE_STREAK_PASSES)])
+            self.single_steady += [one() for _ in range(4)]
 
     def instrumentation_check(self) -> dict:
         """Median of (instrumented pass net of its clock reads) / (untimed pass) − 1, and the clock's read
@@ -397,6 +429,15 @@ class InsituSession:
             p10, p90 = np.percentile(a[:, 0] - a[:, 1], [10, 90])
             out_rows.append(row(label, AFTER_PROMPT_OP, IMPL, dtype, extra, p10, p90, len(pairs), name="after-prompt",
                                 measured_at=now, num_seqs=b, num_tokens=b, block_size=block_size))
+        if self.single_streak and self.single_steady:
+            steady = float(np.median(self.single_steady))
+            a = np.array(self.single_streak)
+            for k in range(a.shape[1]):
+                extra = max(0.0, float(np.median(a[:, k])) - steady)
+                p10, p90 = np.percentile(a[:, k] - steady, [10, 90])
+                out_rows.append(row(label, SINGLE_STREAK_OP, IMPL, dtype, extra, p10, p90, a.shape[0],
+                                    name="single-streak", measured_at=now, num_seqs=1, num_tokens=k + 1,
+                                    block_size=block_size))
         meta = run_metadata(model.device.type, note=f"in-situ: every kernel timed inside executor passes "
                                                     f"({len(cases)} synthetic passes, {clock} clock), model {dims}")
         return append_rows(out, out_rows, meta)

@@ -38,6 +38,19 @@ class DryRun:
     prompt_tokens: list[int] = field(default_factory=list)  # prompt tokens of each pass that has some
     # each decode row's KV length over the mean of its pass's decode rows (passes with 2+ decodes)
     ctx_ratios: list[float] = field(default_factory=list)
+    # per one-sequence decode-only pass: its place k = 1, 2, ... in its run of such passes if the run began
+    # right after a decode pass of 2+ sequences, else 0 (`single_streak_weights`)
+    single_streak: list[int] = field(default_factory=list)
+
+    def single_streak_weights(self, max_k: int) -> tuple[float, ...]:
+        """Share of one-sequence decode passes that are the k-th (k = 1..max_k) of a run of them begun right
+        after a multi-sequence decode pass. NOTE: the first such passes run far slower than the profile's
+        steady one-sequence pass (`InsituSession.measure_single_streak`)."""
+        n = len(self.single_streak)
+        if not n:
+            return tuple(0.0 for _ in range(max_k))
+        counts = np.bincount(np.asarray(self.single_streak, dtype=np.int64), minlength=max_k + 1)
+        return tuple(float(c) / n for c in counts[1:max_k + 1])
 
     @property
     def after_prompt_fraction(self) -> float:
@@ -71,6 +84,7 @@ def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, r
 
     out = DryRun([])
     prev_prompt = [False]
+    state = {"prev": "none", "k": 0, "ok": False}  # previous pass: "prompt" | "single" | "multi"
 
     class _Recorder(Executor):
         def _forward(self, ids, seqs, sample_rows):
@@ -94,6 +108,14 @@ def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, r
                 out.decode_passes_by_bin[k] = out.decode_passes_by_bin.get(k, 0) + 1
                 out.after_prompt_by_bin[k] = out.after_prompt_by_bin.get(k, 0) + prev_prompt[0]
             prev_prompt[0] = prompt > 0
+            kind = "prompt" if prompt else ("single" if len(seqs) == 1 else "multi")
+            if kind == "single":
+                if state["prev"] == "single":
+                    state["k"] += 1
+                else:
+                    state["k"], state["ok"] = 1, state["prev"] == "multi"
+                out.single_streak.append(state["k"] if state["ok"] else 0)
+            state["prev"] = kind
             return [0] * len(sample_rows)
 
     core = make_core(scheduler_cfg, kv_cfg, num_blocks, max_model_len)
