@@ -69,6 +69,10 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   validate --quick runs with the one-sequence glue as measured, the cost model's error on served
   one-sequence decode passes was -9.4 / -7.2 / -7.6 / -1.5 % (4 runs, `bench_validate.py --analyze`): the
   gap comes from the served run around them, not from the pass itself.
+- streak (2026-11-26): k-th decode pass in a row (150 context) vs passes 9-12, after a 160-token prompt /
+  after 12 passes of B+1 decodes on other blocks: 1 decode +29.2 +15.6 +8.3 +5.2 +3.8 +3.0 +0.9 +1.7 % /
+  +28.7 +23.4 +19.4 +10.1 +5.2 +2.5 +2.9 +1.8 %; 4 decodes +5.9 +2.1 +0.6 +0.5 % / -0.0 +0.2 -0.6 -0.6 %;
+  12 decodes +3.4 +0.5 +0.0 +0.3 % / +0.4 -0.1 +0.5 +0.8 %.
 - gather (2026-11-26): 4 x 8 blocks, K and V, 4 layers, L3 flushed: indexing 0.47 ms contiguous / 0.70 ms
   scattered, index_select 0.23 / 0.32 ms.
 - drift: 4 decodes x 128 in 10 s windows over 240 s: mean 5.65 ms, cv 1.5 %, range -3.4 %..+3.1 %, a 128-token

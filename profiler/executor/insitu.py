@@ -341,11 +341,14 @@ class InsituSession:
         """Seconds of one-sequence decode passes 1..SINGLE_STREAK_PASSES in a row right after `lead` decode
         passes of 2 sequences (on other blocks), and of the same pass after itself (steady).
 
-        NOTE: served one-sequence decode passes mostly come in short runs after 2-sequence passes (a request
-        finishes), and the first ones are far slower than the steady pass the grid times (measured
-        2026-11-26, small-llama, 128-150 context: +25 % for the first, +17 / +15 / +15 / +12 / +9 / +7 % for
-        the next, ~0 from the 8th; none for 4 or 12 sequences; `benchmarks/bench_executor_timing.py streak`;
-        in validate runs the cost model was 7-9 % low on them without this term).
+        NOTE: served one-sequence decode passes come in short runs after 2-sequence passes (a request finishes)
+        or prompt passes, and the first ones are far slower than the steady pass the grid times (measured
+        2026-11-26, small-llama, 150 context, `benchmarks/bench_executor_timing.py streak`: after 12 passes of
+        2 sequences +28.7 / +23.4 / +19.4 / +10.1 / +5.2 % for the first five, under 3 % from the 6th; after a
+        prompt pass +29.2 / +15.6 / +8.3 / +5.2 / +3.8 %; at 4 or 12 sequences nothing after a batch change and
+        only the first pass after a prompt; in validate runs the cost model was 7-9 % low on served
+        one-sequence passes without this term). The same decay after a prompt pass is taken from these rows
+        from its second pass on (`DryRun.single_streak`).
         """
         bs, clock = self.block_size, CLOCKS[self.clock]
         if context + 1 > self.model.dims.max_position:

@@ -38,14 +38,15 @@ class DryRun:
     prompt_tokens: list[int] = field(default_factory=list)  # prompt tokens of each pass that has some
     # each decode row's KV length over the mean of its pass's decode rows (passes with 2+ decodes)
     ctx_ratios: list[float] = field(default_factory=list)
-    # per one-sequence decode-only pass: its place k = 1, 2, ... in its run of such passes if the run began
-    # right after a decode pass of 2+ sequences, else 0 (`single_streak_weights`)
+    # per one-sequence decode-only pass: its place k = 1, 2, ... in its run of such passes, begun right after a
+    # decode pass of 2+ sequences or a pass with prompt tokens; 0 for the first pass after a prompt pass (the
+    # decode-after-prompt term's) and for a run at the very start (`single_streak_weights`)
     single_streak: list[int] = field(default_factory=list)
 
     def single_streak_weights(self, max_k: int) -> tuple[float, ...]:
-        """Share of one-sequence decode passes that are the k-th (k = 1..max_k) of a run of them begun right
-        after a multi-sequence decode pass. NOTE: the first such passes run far slower than the profile's
-        steady one-sequence pass (`InsituSession.measure_single_streak`)."""
+        """Share of one-sequence decode passes that are the k-th (k = 1..max_k) of a run of them (as counted in
+        `single_streak`). NOTE: the first such passes run far slower than the profile's steady one-sequence
+        pass (`InsituSession.measure_single_streak`)."""
         n = len(self.single_streak)
         if not n:
             return tuple(0.0 for _ in range(max_k))
@@ -84,7 +85,7 @@ def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, r
 
     out = DryRun([])
     prev_prompt = [False]
-    state = {"prev": "none", "k": 0, "ok": False}  # previous pass: "prompt" | "single" | "multi"
+    state = {"prev": "none", "k": 0, "ok": "none"}  # prev: "prompt" | "single" | "multi"; ok: what began the run
 
     class _Recorder(Executor):
         def _forward(self, ids, seqs, sample_rows):
@@ -113,8 +114,10 @@ def policy_dry_run(scheduler_cfg, kv_cfg, num_blocks: int, max_model_len: int, r
                 if state["prev"] == "single":
                     state["k"] += 1
                 else:
-                    state["k"], state["ok"] = 1, state["prev"] == "multi"
-                out.single_streak.append(state["k"] if state["ok"] else 0)
+                    state["k"], state["ok"] = 1, state["prev"]
+                k, began = state["k"], state["ok"]
+                # after a prompt pass: the first pass is the decode-after-prompt term's, the rest decay alike
+                out.single_streak.append(k if began == "multi" or (began == "prompt" and k > 1) else 0)
             state["prev"] = kind
             return [0] * len(sample_rows)
 
