@@ -10,6 +10,7 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
 
     python benchmarks/bench_validate.py [--repeats N] [--clock cpu|wall] [--out DIR] [--record FILE]
     python benchmarks/bench_validate.py --analyze OUT/vllm-cpu-0 ...   # per-pass residuals of run folders
+    python benchmarks/bench_validate.py --sensitivity OUT/vllm-cpu-0 ...  # p50s under per-pass noise / bias
 
 Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
 (`--record benchmarks/bench_validate.results.jsonl`).
@@ -58,7 +59,68 @@ def analyze(folder: Path) -> None:
     print("  by eighth of the run: " + " ".join(err(x) for _, x in m.groupby("eighth")))
 
 
+def sensitivity(folder: Path, seeds: int = 12) -> None:
+    """How much the simulator's p50s move under per-pass noise and bias, on one run folder's profile and rate
+    (from bench_validate.json beside it): each pass's seconds times exp(x), x an AR(1) series with the sd and
+    lag-1 autocorrelation of that run's per-pass log error (measured_steps: predicted_s vs measured), mean 0,
+    over `seeds` seeds; then a uniform -1 % / -2 % bias."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    from app.cmd_validate import _calibrated, with_rate
+    from simulator.simulate import simulate
+    from simulator.workload import build_workload
+
+    sched, _, rep = folder.name.split("-")
+    runs = json.loads((folder.parent / "bench_validate.json").read_text())["runs"]
+    run = next(r for r in runs if r["scheduler"] == sched and str(r["repeat"]) == rep)
+    data = quick_config(sched)
+    data["hardware"] = {"gpu_file": str(folder / "cpu.yaml")}
+    data["cost_model"] = {"kind": "profiled", "profile": str(folder / "profile-insitu-cpu.parquet")}
+    cfg = with_rate(validate_config(data), run["rate_per_s"])
+    _, cost = _calibrated(cfg)
+    m = pd.read_parquet(folder / "measured_steps.parquet")
+    x = np.log(m["predicted_s"] / (m["end_s"] - m["start_s"])).to_numpy()
+    sd, rho = float(np.std(x)), float(np.corrcoef(x[:-1], x[1:])[0, 1])
+
+    class Noisy:
+        def __init__(self, base, seed, bias=0.0, noise=True):
+            self.base, self.rng, self.x, self.bias, self.noise = base, np.random.default_rng(seed), 0.0, bias, noise
+
+        def stage_seconds(self, shape):
+            if self.noise:
+                self.x = rho * self.x + np.sqrt(1 - rho ** 2) * self.rng.normal(0.0, sd)
+            return self.base.stage_seconds(shape) * np.exp(self.x + self.bias)
+
+        def step_cost(self, shape):
+            c = self.base.step_cost(shape)
+            k = self.stage_seconds(shape) / c.stage_s
+            return dataclasses.replace(c, total_s=c.total_s * k, stage_s=c.stage_s * k)
+
+        def __getattr__(self, name):
+            return getattr(self.base, name)
+
+    def p50s(cm):
+        s = simulate(cfg, requests=build_workload(cfg.workload, cfg.simulation.seed).to_requests(), cost_model=cm).summary
+        return np.array([s["ttft_s"]["p50"], s["tpot_s"]["p50"], s["e2e_s"]["p50"]])
+
+    ref = p50s(cost)
+    out = np.array([p50s(Noisy(cost, seed)) / ref - 1 for seed in range(seeds)])
+    print(f"{folder}: per-pass log error sd {sd:.3f}, lag-1 autocorrelation {rho:.2f}")
+    print(f"  noise only, {seeds} seeds: TTFT / TPOT / e2e p50 sd " + " / ".join(f"{v:.1%}" for v in out.std(0))
+          + ", range " + " / ".join(f"{a:+.1%}..{b:+.1%}" for a, b in zip(out.min(0), out.max(0))))
+    for bias in (-0.01, -0.02):
+        e = p50s(Noisy(cost, 0, bias=bias, noise=False)) / ref - 1
+        print(f"  uniform bias {bias:+.0%}: TTFT / TPOT / e2e p50 " + " / ".join(f"{v:+.1%}" for v in e))
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--sensitivity":
+        for d in sys.argv[2:]:
+            sensitivity(Path(d))
+        return
     if len(sys.argv) > 2 and sys.argv[1] == "--analyze":
         for d in sys.argv[2:]:
             analyze(Path(d))
