@@ -663,49 +663,32 @@ def main() -> None:
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     steady_allocator()
     what = sys.argv[1] if len(sys.argv) > 1 else "layout"
-    secs = float(sys.argv[2]) if len(sys.argv) > 2 and what in ("drift", "models") else None
-    if what == "layout":
-        layout()
-    elif what == "drift":
-        drift(secs or 240.0)
-    elif what == "predecessor":
-        predecessor()
-    elif what == "models":
-        drift(secs or 60.0, 3.0, (("tiny-llama", TINY), ("small-llama", SMALL)))
-    elif what == "mixed":
-        mixed()
-    elif what == "gemm":
-        gemm()
-    elif what == "gather":
-        gather()
-    elif what == "ragged":
-        ragged()
-    elif what == "neighbours":
-        neighbours()
-    elif what == "skew":
-        skew()
-    elif what == "state":
-        state(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
-    elif what == "streak":
-        streak()
-    elif what == "single":
-        single()
-    elif what == "glue":
-        glue(sys.argv[2:])
-    elif what == "loop":
-        loop(sys.argv[2] if len(sys.argv) > 2 else "vllm")
-    elif what == "replay":
-        replay(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
-    elif what == "served":
-        served(sys.argv[2] if len(sys.argv) > 2 else "sarathi")
-    elif what == "fragmentation":
-        fragmentation()
-    elif what == "dryrun" and len(sys.argv) > 2:
-        dryrun(sys.argv[2])
-    else:
-        sys.exit(f"unknown measurement {what!r}: layout | drift | predecessor | models | mixed | fragmentation | "
-                 "dryrun DIR | gemm | gather | ragged | served [SCHED] | neighbours | skew | state [SCHED]")
-
+    arg = sys.argv[2] if len(sys.argv) > 2 else None
+    commands = {  # name -> (run with the optional argument, usage)
+        "layout": (lambda a: layout(), "layout"),
+        "drift": (lambda a: drift(float(a) if a else 240.0), "drift [SECS]"),
+        "models": (lambda a: drift(float(a) if a else 60.0, 3.0, (("tiny-llama", TINY), ("small-llama", SMALL))),
+                   "models [SECS]"),
+        "predecessor": (lambda a: predecessor(), "predecessor"),
+        "mixed": (lambda a: mixed(), "mixed"),
+        "gemm": (lambda a: gemm(), "gemm"),
+        "gather": (lambda a: gather(), "gather"),
+        "ragged": (lambda a: ragged(), "ragged"),
+        "neighbours": (lambda a: neighbours(), "neighbours"),
+        "skew": (lambda a: skew(), "skew"),
+        "streak": (lambda a: streak(), "streak"),
+        "single": (lambda a: single(), "single"),
+        "glue": (lambda a: glue(sys.argv[2:]), "glue TABLE..."),
+        "state": (lambda a: state(a or "sarathi"), "state [SCHED]"),
+        "loop": (lambda a: loop(a or "vllm"), "loop [SCHED]"),
+        "replay": (lambda a: replay(a or "sarathi"), "replay [SCHED]"),
+        "served": (lambda a: served(a or "sarathi"), "served [SCHED]"),
+        "fragmentation": (lambda a: fragmentation(), "fragmentation"),
+        "dryrun": (lambda a: dryrun(a) if a else sys.exit("dryrun needs DIR"), "dryrun DIR"),
+    }
+    if what not in commands:
+        sys.exit(f"unknown measurement {what!r}: " + " | ".join(u for _, u in commands.values()))
+    commands[what][0](arg)
 
 if __name__ == "__main__":
     main()
