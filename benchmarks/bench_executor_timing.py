@@ -52,7 +52,8 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   serve, the dry runs' included) the cost model over-predicted the served passes by +8.1 % and TPOT p50 came out
   +25.5 % / +16.4 % (plain runs: -2..-13 %): Python-level state around the run moves served pass times by ~8 %
   relative to the profile. Unexplained; the strongest lead for the remaining bias.
-- replay vllm (2026-11-26, one run; p50 errors -1.6 / -3.7 / -0.5 %): against the served forward passes,
+- replay vllm (2026-11-26, one run at commit 81e6ae5, whose speed probe ran between served passes and scaled
+  the cost model by +0.2 %; p50 errors -1.6 / -3.7 / -0.5 %): against the served forward passes,
   the same passes replayed in order / right after themselves (interleaved): decode passes -0.97 / -1.34 %,
   passes with prompt tokens -0.92 / -1.42 %; their synthetic twins (same rows on the profile's layout) vs
   the replays after themselves: decode +0.89 %, prompt -0.10 %; cost model vs served passes: decode
