@@ -7,8 +7,8 @@
 
 Profile (default "insitu"): every kernel of the executor timed where it runs, inside synthetic forward
 passes on the executor's own model and KV cache (profiler.executor.insitu), plus the pass glue around the
-kernels, the serving loop, a decode pass right after a prompt pass and prompt+decode attention as ops of
-their own; the synthetic sequences lie on KV blocks laid out as the policies lay them out in serving
+kernels, the serving loop, a decode pass right after a prompt pass, one-sequence decode passes right after
+other passes (`executor_single_streak`) and prompt+decode attention as ops of their own; the synthetic sequences lie on KV blocks laid out as the policies lay them out in serving
 (profiler.executor.layout). The sweeps are split: a pilot, one on the layout of a dry run at the served
 rate, then the served run, then the rest, so the machine's slow drift averages out. "sweep" uses the
 `llmsim profile` kernel sweep instead. Either way the cost model is calibrated only from op-level
