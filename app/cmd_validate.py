@@ -8,8 +8,8 @@
 Profile (default "insitu"): every kernel of the executor timed where it runs, inside synthetic forward
 passes on the executor's own model and KV cache (profiler.executor.insitu), plus the pass glue around the
 kernels, the serving loop, a decode pass right after a prompt pass, one-sequence decode passes right after
-other passes (`executor_single_streak`) and prompt+decode attention as ops of their own; the synthetic sequences lie on KV blocks laid out as the policies lay them out in serving
-(profiler.executor.layout). The sweeps are split: a pilot, one on the layout of a dry run at the served
+other passes (`executor_single_streak`) and prompt+decode attention as ops of their own; the synthetic
+sequences lie on KV blocks laid out as the policies lay them out in serving (profiler.executor.layout). The sweeps are split: a pilot, one on the layout of a dry run at the served
 rate, then the served run, then the rest, so the machine's slow drift averages out. "sweep" uses the
 `llmsim profile` kernel sweep instead. Either way the cost model is calibrated only from op-level
 measurements of synthetic passes, never from the executor's serving timings. Errors are signed:
@@ -103,7 +103,7 @@ class WithExecutorOverhead:
     # a float, or one share per decode batch-size bin (b-1).bit_length() (`DryRun.after_prompt_fractions`)
     after_prompt_fraction: float | tuple[float, ...] = 0.0
     mixed: "OverheadFit | None" = None  # op "executor_mixed_attention": (decodes, prompt tokens) -> seconds
-    # expected extra seconds of a one-sequence decode pass for following multi-sequence ones: op
+    # expected extra seconds of a one-sequence decode pass for following other kinds of passes: op
     # "executor_single_streak" (k-th pass in a row) weighted by `DryRun.single_streak_weights`
     single_extra_s: float = 0.0
 

@@ -489,7 +489,11 @@ def glue(paths: list[str]) -> None:
     from app.cmd_validate import overhead_rows
     from profiler.executor.overhead import fit_overhead_robust, fit_pass_overhead
 
+    if not paths:
+        sys.exit("glue: give one or more profile tables (e.g. a validate output folder's profile-insitu-cpu.parquet)")
     for p in paths:
+        if not Path(p).is_file():
+            sys.exit(f"glue: {p!r}: file not found")
         rows = overhead_rows(Path(p))
         dec = sorted(r for r in rows if r[0] == r[1])
         line, used = fit_overhead_robust(dec), fit_pass_overhead(rows)

@@ -73,9 +73,16 @@ def sensitivity(folder: Path, seeds: int = 12) -> None:
     from simulator.simulate import simulate
     from simulator.workload import build_workload
 
-    sched, _, rep = folder.name.split("-")
-    runs = json.loads((folder.parent / "bench_validate.json").read_text())["runs"]
-    run = next(r for r in runs if r["scheduler"] == sched and str(r["repeat"]) == rep)
+    parts = folder.name.split("-")
+    summary = folder.parent / "bench_validate.json"
+    if len(parts) != 3 or not summary.is_file() or not (folder / "profile-insitu-cpu.parquet").is_file():
+        sys.exit(f"--sensitivity {folder}: expected a run folder SCHED-CLOCK-REPEAT of a bench_validate --out "
+                 "folder (with profile-insitu-cpu.parquet, and bench_validate.json beside it)")
+    sched, _, rep = parts
+    runs = json.loads(summary.read_text())["runs"]
+    run = next((r for r in runs if r["scheduler"] == sched and str(r["repeat"]) == rep), None)
+    if run is None:
+        sys.exit(f"--sensitivity {folder}: no run {sched} #{rep} in {summary}")
     data = quick_config(sched)
     data["hardware"] = {"gpu_file": str(folder / "cpu.yaml")}
     data["cost_model"] = {"kind": "profiled", "profile": str(folder / "profile-insitu-cpu.parquet")}

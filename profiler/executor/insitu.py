@@ -79,7 +79,7 @@ def passes(grid: InsituGrid) -> list[tuple[str, list[tuple[int, int]]]]:
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
-# Extra seconds of the k-th (num_tokens = k) one-sequence decode pass in a row after multi-sequence ones
+# Extra seconds of the k-th (num_tokens = k) one-sequence decode pass in a row after other passes
 SINGLE_STREAK_OP = "executor_single_streak"
 SINGLE_STREAK_PASSES = 12
 
