@@ -24,6 +24,7 @@ their timestamps on that clock — and profiles with the same clock; on an idle 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -205,6 +206,8 @@ class ProfileRun:
         if prompt_len > 0:
             self.session.measure_after_prompt(prompt_len, reps=pairs)
         self.session.measure_single_streak(reps=max(1, pairs // 2))
+        if not self.session.jitter:  # once, before the served run (relayout); kept through finish
+            self.session.measure_jitter()
         self.path.unlink()
         self.session.write(self.path)
         if self.loop_rows:
@@ -274,6 +277,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
                 session.measure_after_prompt(prompt_len, reps=AFTER_PROMPT_REPS)
             if not split:
                 session.measure_single_streak(reps=AFTER_PROMPT_REPS // 2)
+                session.measure_jitter()
             session.write(profile)
             out.session, out.rounds_after, out.min_time_s = session, after, min_time_s
             out.prompt_len = prompt_len
@@ -507,6 +511,49 @@ def _calibrated(cfg: Config, after_prompt_fraction: float | tuple[float, ...] = 
                                     mixed, single)
 
 
+def step_jitter(profile: str | Path) -> dict | None:
+    """`simulation.step_jitter` from the profile's pass-time series (op executor_jitter, in-situ profiles):
+    {"sd": log-sd, "autocorrelation": lag-1}; None when the table has no such series (e.g. a GPU profile)."""
+    from hwmodels.profiled import read_profile
+    from profiler.executor.insitu import JITTER_OP, jitter_stats
+
+    df, _ = read_profile(profile)
+    sub = df[df["op"] == JITTER_OP].sort_values("num_tokens")
+    st = jitter_stats(list(zip(sub["num_seqs"].astype(int), sub["median_s"].astype(float))))
+    return None if st is None else {"sd": round(st[0], 5), "autocorrelation": round(st[1], 4)}
+
+
+# NOTE: one draw of the measured jitter moves the simulated p50s by ~1.1 % (sd over 12 draws, 10 quick runs,
+# `benchmarks/bench_validate.py --jitter`); the measured run is one draw, the prediction is the expectation
+JITTER_DRAWS = 8
+
+
+def mean_summary(summaries: list[dict]) -> dict:
+    """Summaries of runs of the same requests, averaged leaf by leaf where every run has a number (counts,
+    percentiles, throughputs); other leaves from the first. Percentiles become means over the runs."""
+    first = summaries[0]
+    out: dict = {}
+    for k, v in first.items():
+        vals = [s.get(k) for s in summaries]
+        if isinstance(v, dict) and all(isinstance(x, dict) for x in vals):
+            out[k] = mean_summary(vals)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+            m = float(np.mean(vals))
+            out[k] = int(round(m)) if isinstance(v, int) and all(isinstance(x, int) for x in vals) else m
+        else:
+            out[k] = v
+    return out
+
+
+def _with_jitter(cfg: Config, jitter: dict | None) -> Config:
+    if jitter is None:
+        return cfg
+    data = cfg.model_dump(mode="python")
+    data["simulation"] = {**data["simulation"], "step_jitter": jitter}
+    return validate_config(data, "validate")
+
+
 def _dry_terms(dry) -> tuple:
     """`_calibrated`'s policy-frequency arguments from a dry run (none: no such terms)."""
     from profiler.executor.insitu import SINGLE_STREAK_PASSES
@@ -634,9 +681,23 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         wall["profile_s"] += time.perf_counter() - t3
         del torch
 
+    jitter = cfg.simulation.step_jitter.model_dump() if cfg.simulation.step_jitter else step_jitter(profile)
+    draws = 1
+    if jitter is not None and jitter["sd"] > 0:
+        cfg = _with_jitter(cfg, jitter)
+        draws = JITTER_DRAWS
+        say(f"pass-time variability measured on this device: log-sd {jitter['sd']:.1%}, lag-1 autocorrelation "
+            f"{jitter['autocorrelation']:.2f} (simulation.step_jitter); simulated percentiles are means over "
+            f"{draws} draws of it")
     say("simulating the same requests with the calibrated cost model")
     t2 = time.perf_counter()
     sim = simulate(cfg, requests=wl.to_requests(), cost_model=cost)
+    if draws > 1:  # the same requests under other draws of the jitter: the summary is their mean
+        base = cfg.simulation.step_jitter.seed
+        base = cfg.simulation.seed if base is None else base
+        others = [simulate(_with_jitter(cfg, {**jitter, "seed": base + 7919 * k}), requests=wl.to_requests(),
+                           cost_model=cost).summary for k in range(1, draws)]
+        sim = dataclasses.replace(sim, summary=mean_summary([sim.summary, *others]))
     wall["simulate_s"] = time.perf_counter() - t2
     kw = dict(slo=cfg.slo, num_gpus=1, usd_per_gpu_hour=0.0, kv_blocks_total=sc.num_kv_blocks,
               block_size=cfg.kv_cache.block_size)
@@ -645,6 +706,10 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
     errors = compute_errors(meas_summary, sim.summary, measured.steps, sim.steps)
     breakdown = _op_breakdown(cost, measured, ex.op_records) if op_breakdown else None
     notes = list(sim.summary.get("notes", []))
+    if draws > 1:
+        notes.append(f"simulated with the pass-time jitter measured on this device (log-sd {jitter['sd']:.1%}, "
+                     f"lag-1 autocorrelation {jitter['autocorrelation']:.2f}); simulated latency percentiles and "
+                     f"throughput are means over {draws} draws of it, the CDFs and pass times show the first")
     if drift is not None and abs(drift) > 0.02:
         notes.append(f"this machine's speed moved by {drift:+.1%} between the profile sweeps before and after the "
                      "served run; latency errors at high load amplify such drift several-fold")

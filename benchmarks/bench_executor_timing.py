@@ -20,6 +20,8 @@
     python benchmarks/bench_executor_timing.py loop [SCHED]  # a pass inside the serving loop vs re-run right after
     python benchmarks/bench_executor_timing.py neighbours    # decode GEMMs after itself / other KV / B+1 / B-1
     python benchmarks/bench_executor_timing.py skew          # mean vs median of repeated passes, per op
+    python benchmarks/bench_executor_timing.py medmean       # mean untimed pass vs kernel medians + glue
+    python benchmarks/bench_executor_timing.py jitter        # pass-to-pass variability, back to back / mixed
     python benchmarks/bench_executor_timing.py state [SCHED] # validate --quick: page faults and gc objects of the
                                                              # served run (serve wrapped; gc.collect after each)
 
@@ -47,6 +49,16 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   size does not make served GEMMs slower (one faster cell, after B+1 at 3 decodes).
 - skew (2026-11-26): pass mean/median -0.1..+0.1 %; per op rmsnorm +2.4..+4.0 %, rope +3.1..+5.0 %, swiglu
   +3.1..+5.2 %, attention +0.3..+3.5 %, gemm -0.6..+0.2 % (medians in the table under-state elementwise ops).
+- medmean (2026-11-26, session "c"): kernel medians + median timed glue vs the mean untimed pass: 1 / 2 / 4 /
+  8 / 16 / 32 decodes at 128 context -1.37 / -0.31 / -1.13 / -1.60 / -0.81 / -0.70 %, 64- / 160-token prompts
+  -0.46 / +0.01 %; timed passes +3.9 / +2.7 / +1.6 / +1.3 / +0.8 / +1.1 / +0.4 / +0.3 % over untimed. (Measured
+  with the equivalent /tmp script before this subcommand was committed.) Tried and removed: glue rows taken per
+  case as (mean untimed pass - kernel medians). With the profile's few passes per case those rows came out
+  noisy and mostly *below* the timed glue (some prompt rows 0), and in 4 validate --quick runs the cost model
+  fell to -3.1 / -1.5 / -1.0 / -3.0 % on served passes (2 of 4 runs within 10 %; bench_validate.results.jsonl).
+- jitter (2026-11-26, session "c"): back to back 8 x 128 log-sd 1.38 %, lag-1..30 autocorrelation 0.48 0.41
+  0.54 0.33 0.30 0.28; 2 x 128 5.4 % (p99 +8.8 %), 0.32..-0.02; 24 x 200 1.55 %, 0.63..0.13; random mix of
+  2/5/9/14 decodes 2.29 %, 0.63 0.51 0.41 0.24 0.11 0.09.
 - state sarathi (2026-11-26, two runs): 120-135 minor page faults over ~1,900 served passes, gc-tracked objects
   +2,900, none cyclic garbage. But with serve wrapped this way (gc.get_objects() and gc.collect() around every
   serve, the dry runs' included) the cost model over-predicted the served passes by +8.1 % and TPOT p50 came out
@@ -107,7 +119,7 @@ import torch  # noqa: E402
 
 from profiler.executor import LlamaDims, LlamaModel  # noqa: E402
 from profiler.executor.attention import PagedKVCache  # noqa: E402
-from profiler.executor.insitu import _pass_fn, _time_pass  # noqa: E402
+from profiler.executor.insitu import _pass_fn, _time_pass, clock_overhead  # noqa: E402
 from profiler.executor.layout import block_order  # noqa: E402
 from profiler.executor.server import steady_allocator  # noqa: E402
 
@@ -625,6 +637,56 @@ def skew() -> None:
             f"{k} {np.mean(v) / np.median(v) - 1:+.1%}" for k, v in by.items()), flush=True)
 
 
+def medmean() -> None:
+    """Per synthetic pass: the mean of untimed passes vs what the profile's rows add up to — the sum over
+    kernels of their median seconds per pass plus the median glue of the timed passes — and the timed
+    passes' mean over the untimed one (the instrumentation's cost)."""
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0)
+    ov = clock_overhead(CLOCK)
+    for seqs in [[(1, 128)] * b for b in (1, 2, 4, 8, 16, 32)] + [[(64, 0)], [(160, 0)]]:
+        reps = _time_pass(model, cache, seqs, 16, perm, 1.5, 40, 400, CLOCK)
+        untimed = np.array([u for u, _, _ in reps])
+        per_key: dict[tuple, list[float]] = {}
+        glue_s, timed = [], []
+        for _, inst, rec in reps:
+            acc: dict[tuple, float] = {}
+            for op, key, sec in rec:
+                acc[(op, str(key))] = acc.get((op, str(key)), 0.0) + sec - ov
+            for k, v in acc.items():
+                per_key.setdefault(k, []).append(v)
+            glue_s.append(inst - sum(sec for _, _, sec in rec) - len(rec) * ov)
+            timed.append(inst - 2 * len(rec) * ov)
+        rows = sum(np.median(v) for v in per_key.values()) + np.median(glue_s)
+        print(f"{len(seqs)} x {seqs[0]}: {len(reps)} passes, untimed mean {untimed.mean() * 1e3:.3f} ms (median "
+              f"{np.median(untimed) * 1e3:.3f}); kernel medians + median glue {rows * 1e3:.3f} ms "
+              f"({rows / untimed.mean() - 1:+.2%}); timed passes {np.mean(timed) / untimed.mean() - 1:+.2%}",
+              flush=True)
+
+
+def jitter() -> None:
+    """Pass-to-pass variability: one pass repeated back to back (8 x 128, 2 x 128, 24 x 200 decodes), and a
+    random mix of 2/5/9/14 decodes; log-sd around each shape's median and autocorrelation at lags 1..30."""
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0).tolist()
+
+    def stats(name, x):
+        ac = [np.corrcoef(x[:-k], x[k:])[0, 1] for k in (1, 2, 3, 5, 10, 30)]
+        print(f"{name}: {len(x)} passes, log-sd {x.std():.2%}, p99 {np.percentile(x, 99):+.1%}, autocorrelation at "
+              "lags 1/2/3/5/10/30 " + " ".join(f"{a:.2f}" for a in ac), flush=True)
+
+    for seqs in ([(1, 128)] * 8, [(1, 128)] * 2, [(1, 200)] * 24):
+        f = _pass_fn(model, cache, seqs, 16, perm, CLOCK)
+        f()
+        t = np.array([f() for _ in range(1500)])
+        stats(f"{len(seqs)} x {seqs[0][1]} back to back", np.log(t / np.median(t)))
+    fs = [_pass_fn(model, cache, [(1, 128)] * b, 16, perm, CLOCK) for b in (2, 5, 9, 14)]
+    order = np.random.default_rng(0).integers(0, len(fs), 3000)
+    t = np.array([fs[i]() for i in order])
+    med = {i: np.median(t[order == i]) for i in range(len(fs))}
+    stats("random mix of 2/5/9/14", np.log(t / np.array([med[i] for i in order])))
+
+
 def state(sched: str = "sarathi") -> None:
     """`validate --quick` with Executor.serve wrapped: minor page faults and gc-tracked objects over each serve
     (the policy dry runs and the real one), with gc.collect() after each; then the p50 errors."""
@@ -681,6 +743,8 @@ def main() -> None:
         "ragged": (lambda a: ragged(), "ragged"),
         "neighbours": (lambda a: neighbours(), "neighbours"),
         "skew": (lambda a: skew(), "skew"),
+        "medmean": (lambda a: medmean(), "medmean"),
+        "jitter": (lambda a: jitter(), "jitter"),
         "streak": (lambda a: streak(), "streak"),
         "single": (lambda a: single(), "single"),
         "glue": (lambda a: glue(sys.argv[2:]), "glue TABLE..."),

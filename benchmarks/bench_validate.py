@@ -11,6 +11,10 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
     python benchmarks/bench_validate.py [--repeats N] [--clock cpu|wall] [--out DIR] [--record FILE]
     python benchmarks/bench_validate.py --analyze OUT/vllm-cpu-0 ...   # per-pass residuals of run folders
     python benchmarks/bench_validate.py --sensitivity OUT/vllm-cpu-0 ...  # p50s under per-pass noise / bias
+    python benchmarks/bench_validate.py --jitter OUT/vllm-cpu-0 ...  # p50 errors with / without measured jitter
+    python benchmarks/bench_validate.py --oracle OUT/vllm-cpu-0 ...  # p50 errors with the run's own pass error
+    python benchmarks/bench_validate.py --timeline OUT/*-cpu-* ...  # pass error by second of run, mean of runs
+    python benchmarks/bench_validate.py --layout OUT/vllm-cpu-0 ...  # KV layout through the run vs pass error
 
 Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
 (`--record benchmarks/bench_validate.results.jsonl`).
@@ -59,35 +63,50 @@ def analyze(folder: Path) -> None:
     print("  by eighth of the run: " + " ".join(err(x) for _, x in m.groupby("eighth")))
 
 
-def sensitivity(folder: Path, seeds: int = 12) -> None:
-    """How much the simulator's p50s move under per-pass noise and bias, on one run folder's profile and rate
-    (from bench_validate.json beside it): each pass's seconds times exp(x), x an AR(1) series with the sd and
-    lag-1 autocorrelation of that run's per-pass log error (measured_steps: predicted_s vs measured), mean 0,
-    over `seeds` seeds; then a uniform -1 % / -2 % bias."""
-    import dataclasses
-
-    import numpy as np
-    import pandas as pd
-
+def _folder_run(folder: Path, flag: str):
+    """(config at the run's rate, calibrated cost model without the dry-run terms, the run's record) of one run
+    folder SCHED-CLOCK-REPEAT of a bench_validate --out folder."""
     from app.cmd_validate import _calibrated, with_rate
-    from simulator.simulate import simulate
-    from simulator.workload import build_workload
 
     parts = folder.name.split("-")
     summary = folder.parent / "bench_validate.json"
     if len(parts) != 3 or not summary.is_file() or not (folder / "profile-insitu-cpu.parquet").is_file():
-        sys.exit(f"--sensitivity {folder}: expected a run folder SCHED-CLOCK-REPEAT of a bench_validate --out "
+        sys.exit(f"{flag} {folder}: expected a run folder SCHED-CLOCK-REPEAT of a bench_validate --out "
                  "folder (with profile-insitu-cpu.parquet, and bench_validate.json beside it)")
     sched, _, rep = parts
     runs = json.loads(summary.read_text())["runs"]
     run = next((r for r in runs if r["scheduler"] == sched and str(r["repeat"]) == rep), None)
     if run is None:
-        sys.exit(f"--sensitivity {folder}: no run {sched} #{rep} in {summary}")
+        sys.exit(f"{flag} {folder}: no run {sched} #{rep} in {summary}")
     data = quick_config(sched)
     data["hardware"] = {"gpu_file": str(folder / "cpu.yaml")}
     data["cost_model"] = {"kind": "profiled", "profile": str(folder / "profile-insitu-cpu.parquet")}
     cfg = with_rate(validate_config(data), run["rate_per_s"])
     _, cost = _calibrated(cfg)
+    return cfg, cost, run
+
+
+def _p50s(cfg, cost) -> "np.ndarray":
+    import numpy as np
+
+    from simulator.simulate import simulate
+    from simulator.workload import build_workload
+
+    s = simulate(cfg, requests=build_workload(cfg.workload, cfg.simulation.seed).to_requests(), cost_model=cost).summary
+    return np.array([s["ttft_s"]["p50"], s["tpot_s"]["p50"], s["e2e_s"]["p50"]])
+
+
+def sensitivity(folder: Path, seeds: int = 12) -> None:
+    """How much the simulator's p50s move under per-pass noise and bias, on one run folder's profile and rate
+    (from bench_validate.json beside it): each pass's seconds times exp(x), x an AR(1) series with the sd and
+    lag-1 autocorrelation of that run's per-pass log error (measured_steps: predicted_s vs measured), mean 0,
+    over `seeds` seeds; then a uniform -1 % / -2 % bias. Cost model without the dry-run terms."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    cfg, cost, _ = _folder_run(folder, "--sensitivity")
     m = pd.read_parquet(folder / "measured_steps.parquet")
     x = np.log(m["predicted_s"] / (m["end_s"] - m["start_s"])).to_numpy()
     sd, rho = float(np.std(x)), float(np.corrcoef(x[:-1], x[1:])[0, 1])
@@ -109,24 +128,182 @@ def sensitivity(folder: Path, seeds: int = 12) -> None:
         def __getattr__(self, name):
             return getattr(self.base, name)
 
-    def p50s(cm):
-        s = simulate(cfg, requests=build_workload(cfg.workload, cfg.simulation.seed).to_requests(), cost_model=cm).summary
-        return np.array([s["ttft_s"]["p50"], s["tpot_s"]["p50"], s["e2e_s"]["p50"]])
-
-    ref = p50s(cost)
-    out = np.array([p50s(Noisy(cost, seed)) / ref - 1 for seed in range(seeds)])
+    ref = _p50s(cfg, cost)
+    out = np.array([_p50s(cfg, Noisy(cost, seed)) / ref - 1 for seed in range(seeds)])
     print(f"{folder}: per-pass log error sd {sd:.3f}, lag-1 autocorrelation {rho:.2f}")
-    print(f"  noise only, {seeds} seeds: TTFT / TPOT / e2e p50 sd " + " / ".join(f"{v:.1%}" for v in out.std(0))
+    print(f"  noise only, {seeds} seeds: TTFT / TPOT / e2e p50 mean " + " / ".join(f"{v:+.1%}" for v in out.mean(0))
+          + ", sd " + " / ".join(f"{v:.1%}" for v in out.std(0))
           + ", range " + " / ".join(f"{a:+.1%}..{b:+.1%}" for a, b in zip(out.min(0), out.max(0))))
     for bias in (-0.01, -0.02):
-        e = p50s(Noisy(cost, 0, bias=bias, noise=False)) / ref - 1
+        e = _p50s(cfg, Noisy(cost, 0, bias=bias, noise=False)) / ref - 1
         print(f"  uniform bias {bias:+.0%}: TTFT / TPOT / e2e p50 " + " / ".join(f"{v:+.1%}" for v in e))
 
 
+def jitter(folder: Path, seeds: int = 12) -> None:
+    """The measured pass-time jitter's effect (simulation.step_jitter from the run's profile, op
+    executor_jitter): p50 errors vs the run's measured p50s without jitter and over `seeds` jitter draws
+    (the workload fixed). Cost model without the dry-run terms."""
+    import numpy as np
+
+    import simulator.engine as engine
+    from app.cmd_validate import _with_jitter, step_jitter
+
+    cfg, cost, run = _folder_run(folder, "--jitter")
+    j = step_jitter(folder / "profile-insitu-cpu.parquet")
+    if j is None:
+        sys.exit(f"--jitter {folder}: its profile has no executor_jitter series (a run before this mode existed)")
+    meas = np.array([run["measured_ms"][k] for k in ("ttft", "tpot", "e2e")]) / 1e3
+    base = _p50s(cfg, cost) / meas - 1
+    orig = engine.StepJitter.__init__
+    out = []
+    try:
+        for js in range(seeds):  # other jitter draws on the same workload
+            def init(self, sd, rho, seed, replica, js=js):
+                orig(self, sd, rho, seed + 1000 * (js + 1), replica)
+            engine.StepJitter.__init__ = init
+            out.append(_p50s(_with_jitter(cfg, j), cost) / meas - 1)
+    finally:
+        engine.StepJitter.__init__ = orig
+    out = np.array(out)
+    print(f"{folder}: jitter log-sd {j['sd']:.2%}, autocorrelation {j['autocorrelation']:.2f}; TTFT / TPOT / e2e p50 "
+          "errors without jitter " + " / ".join(f"{v:+.1%}" for v in base) + f", with it (mean of {seeds} draws) "
+          + " / ".join(f"{v:+.1%}" for v in out.mean(0)) + ", sd " + " / ".join(f"{v:.1%}" for v in out.std(0)))
+
+
+def oracle(folder: Path, window_s: float = 1.0) -> None:
+    """How much of a run's latency error is pass-time error (a diagnostic; it reads the served run, so it
+    is never a calibration): p50 errors with the cost model as calibrated, scaled by the run's own
+    measured / predicted pass seconds over the whole run, and scaled per `window_s` window of the run."""
+    import inspect
+    import textwrap
+
+    import numpy as np
+    import pandas as pd
+
+    import simulator.engine as engine
+
+    cfg, cost, run = _folder_run(folder, "--oracle")
+    m = pd.read_parquet(folder / "measured_steps.parquet")
+    d = m["end_s"] - m["start_s"]
+    whole = float(d.sum() / m["predicted_s"].sum())
+    w = (m["start_s"] // window_s).astype(int)
+    by_window = (d.groupby(w).sum() / m["predicted_s"].groupby(w).sum()).to_dict()
+    now = [0.0]
+    src = textwrap.dedent(inspect.getsource(engine.Engine._replica)).replace(
+        "t = cost(plan.shape)", "NOW[0] = env.now; t = cost(plan.shape)")
+    if "NOW[0]" not in src:
+        sys.exit("--oracle: simulator.engine.Engine._replica changed; update this diagnostic")
+    scope = {**vars(engine), "NOW": now}
+    exec(compile(src, "oracle", "exec"), scope)
+
+    class Scaled:
+        def __init__(self, per_window: bool):
+            self.per_window = per_window
+
+        def stage_seconds(self, shape):
+            k = by_window.get(int(now[0] // window_s), whole) if self.per_window else whole
+            return cost.stage_seconds(shape) * k
+
+        def __getattr__(self, name):
+            return getattr(cost, name)
+
+    meas = np.array([run["measured_ms"][k] for k in ("ttft", "tpot", "e2e")]) / 1e3
+    orig = engine.Engine._replica
+    engine.Engine._replica = scope["_replica"]
+    try:
+        rows = [("as calibrated", _p50s(cfg, cost)), (f"x {whole:.3f} (whole run)", _p50s(cfg, Scaled(False))),
+                (f"per {window_s:g} s window", _p50s(cfg, Scaled(True)))]
+    finally:
+        engine.Engine._replica = orig
+    print(f"{folder}: TTFT / TPOT / e2e p50 errors, " + "; ".join(
+        f"{name} " + " / ".join(f"{v:+.1%}" for v in p / meas - 1) for name, p in rows))
+
+
+def timeline(folders: list[Path], window_s: float = 1.0) -> None:
+    """The cost model's error on served passes per `window_s` of run time, averaged over run folders (the
+    quick preset serves the same requests in every run, so a common shape in time is the workload's or the
+    run's state, not chance), per scheduler."""
+    import pandas as pd
+
+    cols: dict[str, dict[str, pd.Series]] = {}
+    for f in folders:
+        m = pd.read_parquet(f / "measured_steps.parquet")
+        if "predicted_s" not in m:
+            continue
+        w = (m["start_s"] // window_s).astype(int)
+        err = m["predicted_s"].groupby(w).sum() / (m["end_s"] - m["start_s"]).groupby(w).sum() - 1
+        cols.setdefault(f.name.split("-")[0], {})[str(f)] = err
+    for sched, c in sorted(cols.items()):
+        d = pd.DataFrame(c)
+        print(f"{sched}, {d.shape[1]} runs, error by {window_s:g} s of run time (mean over runs): "
+              + " ".join(f"{int(k * window_s)}s {v:+.1%}" for k, v in d.mean(axis=1).items()))
+
+
+def layout(folder: Path, per_break_s: float = 6e-6) -> None:
+    """Replays a run's policy decisions with its measured pass times (the real scheduler and KV manager, a
+    null forward pass, a virtual clock that returns each measured pass in turn; checked to reproduce every
+    pass), and reports per eighth of the run the mean run of consecutive KV blocks of the decode rows and the
+    cost model's error, then the error with a per-pass term `per_break_s` x (runs - the run's mean rate x
+    blocks): what a cost model that saw each pass's own layout would change. per_break_s: ~6 us a run for
+    small-llama's 4 layers (`bench_executor_timing.py layout`: 4 x 128 decodes 0.78 ms scattered vs 0.58 ms
+    contiguous over 32 breaks, 8 x 256 2.36 vs 1.64 ms over 128)."""
+    import numpy as np
+    import pandas as pd
+
+    from profiler.executor import LlamaDims, LlamaModel
+    from profiler.executor.layout import _NoCache, run_lengths
+    from profiler.executor.server import Executor, VirtualClock, make_core
+    from simulator.workload import build_workload
+
+    cfg, _, _ = _folder_run(folder, "--layout")
+    m = pd.read_parquet(folder / "measured_steps.parquet")
+    st, en = m["start_s"].to_numpy(), m["end_s"].to_numpy()
+    gap = np.r_[st[1:] - en[:-1], 0.0]
+    dur = iter(en - st + np.where(gap < 1e-3, gap, np.median(gap)))  # pass + loop, not idle jumps
+    stats = []
+
+    class Replay(Executor):
+        def _forward(self, ids, seqs, sample_rows):
+            bs = self.core.kv.block_size
+            nb = nr = 0
+            for n, ctx, blocks in seqs:
+                if n == 1 and ctx > 0:
+                    r = run_lengths(blocks[: -(-(ctx + 1) // bs)])
+                    nb, nr = nb + sum(r), nr + len(r)
+            stats.append((len(seqs), sum(n for n, _, _ in seqs), nb, nr))
+            return [0] * len(sample_rows)
+
+    from simulator.simulate import resolve
+
+    sc = resolve(cfg)
+    nblocks = sc.num_kv_blocks
+    core = make_core(cfg.scheduler, cfg.kv_cache, nblocks, sc.max_model_len)
+    Replay(LlamaModel(LlamaDims(), seed=0), core, clock=VirtualClock(lambda s: next(dur)),
+           cache=_NoCache(nblocks, cfg.kv_cache.block_size)).serve(
+        build_workload(cfg.workload, cfg.simulation.seed).to_requests())
+    s = pd.DataFrame(stats, columns=["b", "tok", "nb", "nr"])
+    if len(s) != len(m) or (s["b"].to_numpy() != m["batch_size"].to_numpy()).any() or (
+            s["tok"].to_numpy() != m["num_tokens"].to_numpy()).any():
+        sys.exit(f"--layout {folder}: the replay did not reproduce the served passes")
+    rate = s["nr"].sum() / s["nb"].sum()
+    m["run"] = np.where(s["nr"] > 0, s["nb"] / s["nr"].clip(lower=1), np.nan)
+    m["adj"] = m["predicted_s"] + per_break_s * (s["nr"] - rate * s["nb"])
+    m["d"] = m["end_s"] - m["start_s"]
+    g = m.groupby(pd.qcut(m["start_s"], 8, labels=False))
+    print(f"{folder}: replay reproduced all {len(m)} passes; by eighth of the run:")
+    print("  mean KV run (decode rows) " + " ".join(f"{x:.2f}" for x in g["run"].mean()))
+    print("  error                     " + " ".join(f"{x['predicted_s'].sum() / x['d'].sum() - 1:+.1%}" for _, x in g))
+    print(f"  with {per_break_s * 1e6:g} us a run    " + " ".join(f"{x['adj'].sum() / x['d'].sum() - 1:+.1%}" for _, x in g))
+
+
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--sensitivity":
+    modes = {"--sensitivity": sensitivity, "--jitter": jitter, "--oracle": oracle, "--layout": layout}
+    if len(sys.argv) > 2 and sys.argv[1] == "--timeline":
+        timeline([Path(d) for d in sys.argv[2:]])
+        return
+    if len(sys.argv) > 2 and sys.argv[1] in modes:
         for d in sys.argv[2:]:
-            sensitivity(Path(d))
+            modes[sys.argv[1]](Path(d))
         return
     if len(sys.argv) > 2 and sys.argv[1] == "--analyze":
         for d in sys.argv[2:]:

@@ -117,11 +117,26 @@ class SLOConfig(Frozen):
                                      description="fraction of requests that must meet every SLO")
 
 
+class StepJitterConfig(Frozen):
+    """Run-to-run variability of pass times: each pass's seconds times exp(x), x a stationary AR(1) series with
+    this standard deviation and lag-1 autocorrelation, centred so that the mean pass time is unchanged
+    (E[exp(x)] = 1). Queues feel the variance of service times (Kingman: waiting grows with the squared
+    coefficient of variation of service), which a deterministic cost model leaves out; the series is drawn
+    from `simulation.seed`, one per replica, so a run is still deterministic."""
+
+    sd: float = Field(ge=0.0, le=0.5, description="standard deviation of log(pass time / its model time)")
+    autocorrelation: float = Field(default=0.0, ge=0.0, lt=1.0, description="lag-1 autocorrelation, pass to pass")
+    seed: int | None = Field(default=None, description="the draw of the series; default: simulation.seed (the "
+                             "workload stays the same when only this changes)")
+
+
 class SimulationConfig(Frozen):
     seed: int = 0
     max_model_len: int | None = Field(default=None, ge=1, description="defaults to the model's max positions")
     max_sim_time_s: float | None = Field(default=None, gt=0, description="stop the clock here")
     record_steps: bool = True
+    step_jitter: StepJitterConfig | None = Field(
+        default=None, description="random pass-time variability (llmsim validate measures it); none: deterministic")
 
 
 class Config(Frozen):

@@ -9,10 +9,12 @@ process through `pp` stage resources, so several micro-batches are in flight and
 """
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import simpy
 
 from hwmodels.cost import CostModel
@@ -44,6 +46,28 @@ class EngineSpec:
     record_steps: bool = True
     swap_s_per_block: float = 0.0  # host<->GPU transfer time of one KV block (PCIe), for swap preemption
     num_host_blocks: int = 0
+    jitter_sd: float = 0.0  # log-sd of a per-pass speed factor (SimulationConfig.step_jitter); 0: deterministic
+    jitter_rho: float = 0.0  # its lag-1 autocorrelation
+    jitter_seed: int | None = None  # its draw (None: `seed`)
+
+
+class StepJitter:
+    """Per-pass factors exp(x_t), x_t = rho x_{t-1} + sqrt(1 - rho^2) e_t, e_t ~ N(0, sd): a stationary AR(1)
+    series with standard deviation sd, shifted by -sd^2/2 so that E[exp(x)] = 1 (lognormal mean)."""
+
+    def __init__(self, sd: float, rho: float, seed: int, replica: int) -> None:
+        self.rng = np.random.default_rng((seed, 0x6A17, replica))
+        self.rho, self.scale, self.shift = rho, sd * math.sqrt(1.0 - rho * rho), -0.5 * sd * sd
+        self.buf: np.ndarray = np.empty(0)
+        self.i = 0
+        self.x = float(self.rng.normal(0.0, sd))  # the series starts in its stationary distribution
+
+    def __call__(self) -> float:
+        if self.i == len(self.buf):  # draw innovations in blocks: one numpy call per 4096 passes
+            self.buf, self.i = self.rng.normal(0.0, self.scale, 4096), 0
+        self.x = self.rho * self.x + float(self.buf[self.i])
+        self.i += 1
+        return math.exp(self.x + self.shift)
 
 
 @dataclass
@@ -84,6 +108,9 @@ class Engine:
         self.batches_in_flight = [0] * spec.num_replicas  # pp > 1: micro-batches inside the pipeline
         self.arrivals_done = False
         self.notes: list[str] = []
+        jseed = spec.seed if spec.jitter_seed is None else spec.jitter_seed
+        self.jitters = [StepJitter(spec.jitter_sd, spec.jitter_rho, jseed, i) if spec.jitter_sd else None
+                        for i in range(spec.num_replicas)]
 
     # -- processes ------------------------------------------------------------------------------
     def _arrivals(self):
@@ -114,6 +141,7 @@ class Engine:
     def _replica(self, i: int):
         env, core, cost, record = self.env, self.cores[i], self.spec.cost_model.stage_seconds, self._record
         swap_s, swapped = self.spec.swap_s_per_block, 0
+        jitter = self.jitters[i]
         while True:
             plan = core.next_plan(env.now)
             if plan is None:
@@ -124,6 +152,8 @@ class Engine:
                 continue
             start = env.now
             t = cost(plan.shape) if plan.reqs else 0.0
+            if jitter is not None and t:
+                t *= jitter()
             if swap_s:  # blocks moved over PCIe by this plan's swaps delay the pass
                 moved = core.num_swapped_blocks_in + core.num_swapped_blocks_out
                 t += swap_s * (moved - swapped)
@@ -151,6 +181,8 @@ class Engine:
     def _microbatch(self, i: int, plan, stages):
         env, core, cost = self.env, self.cores[i], self.spec.cost_model
         start, stage_s, p2p_s = env.now, cost.stage_seconds(plan.shape), cost.p2p_seconds(plan.shape)
+        if self.jitters[i] is not None:  # one factor per micro-batch, on every stage it passes
+            stage_s *= self.jitters[i]()
         last = len(stages) - 1
         for k, stage in enumerate(stages):
             with stage.request() as slot:

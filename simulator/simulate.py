@@ -79,6 +79,11 @@ def cost_model_notes(cfg: Config, sc: Scenario) -> list[str]:
     return notes
 
 
+def _jitter_seed(cfg: Config) -> int:
+    j = cfg.simulation.step_jitter
+    return cfg.simulation.seed if j is None or j.seed is None else j.seed
+
+
 def engine_spec(cfg: Config, sc: Scenario) -> EngineSpec:
     return EngineSpec(cost_model=sc.cost_model, scheduler_cfg=cfg.scheduler, kv_cfg=cfg.kv_cache,
                       router_cfg=cfg.router, num_replicas=cfg.parallel.replicas, num_kv_blocks=sc.num_kv_blocks,
@@ -87,7 +92,10 @@ def engine_spec(cfg: Config, sc: Scenario) -> EngineSpec:
                       record_steps=cfg.simulation.record_steps,
                       swap_s_per_block=sc.swap_s_per_block if getattr(cfg.scheduler, "preemption", "") == "swap"
                       else 0.0,
-                      num_host_blocks=sc.num_host_blocks)
+                      num_host_blocks=sc.num_host_blocks,
+                      jitter_sd=cfg.simulation.step_jitter.sd if cfg.simulation.step_jitter else 0.0,
+                      jitter_rho=cfg.simulation.step_jitter.autocorrelation if cfg.simulation.step_jitter else 0.0,
+                      jitter_seed=_jitter_seed(cfg))
 
 
 def requests_frame(requests: Sequence[Request]) -> pd.DataFrame:

@@ -90,3 +90,51 @@ def test_progress_callback_ends_and_changes_nothing():
     seen = []
     assert run(seen.append) == run(None)
     assert 40 <= len(seen) <= 60 and seen == sorted(seen) and seen[-1] >= 99.5
+
+
+# -- step jitter (SimulationConfig.step_jitter) -------------------------------------------------------------
+def test_step_jitter_series_has_the_asked_spread_mean_and_autocorrelation():
+    import numpy as np
+
+    from simulator.engine import StepJitter
+
+    for sd, rho in ((0.03, 0.0), (0.05, 0.6)):
+        j = StepJitter(sd, rho, seed=3, replica=0)
+        f = np.array([j() for _ in range(60_000)])
+        x = np.log(f)
+        assert abs(f.mean() - 1.0) < 0.003  # mean pass time unchanged (lognormal mean correction)
+        assert abs(x.std() - sd) < 0.1 * sd
+        r = np.corrcoef(x[:-1], x[1:])[0, 1]
+        assert abs(r - rho) < 0.03
+
+
+def test_step_jitter_is_seeded_and_off_by_default():
+    def run(**kw):
+        rs = reqs(*[(0.003 * i, 3 + i % 7, 1 + i % 5) for i in range(40)])
+        raw = run_engine(spec(VLLMSchedulerConfig(), num_blocks=40, **kw), rs)
+        return times(rs), raw.step_rows()
+
+    plain = run()
+    jit = run(jitter_sd=0.05, jitter_rho=0.5, seed=1)
+    assert jit == run(jitter_sd=0.05, jitter_rho=0.5, seed=1)  # same seed, same numbers
+    assert jit != plain and jit != run(jitter_sd=0.05, jitter_rho=0.5, seed=2)
+    # with zero jitter the engine is the deterministic one (every pass exactly base_s)
+    assert run(jitter_sd=0.0, jitter_rho=0.5) == plain
+    # another draw of the jitter (jitter_seed) on the same requests
+    assert run(jitter_sd=0.05, jitter_rho=0.5, seed=1, jitter_seed=1) == jit
+    assert run(jitter_sd=0.05, jitter_rho=0.5, seed=1, jitter_seed=9) != jit
+    durations = [round(s[2] - s[1], 12) for s in jit[1]]
+    assert len(set(durations)) > len(durations) // 2 and all(0.008 < d < 0.0125 for d in durations)
+
+
+def test_step_jitter_config_errors_name_the_field():
+    from hwmodels.errors import UserError
+    from simulator.config import validate_config
+
+    cfg = validate_config({"simulation": {"step_jitter": {"sd": 0.02, "autocorrelation": 0.5}}})
+    assert cfg.simulation.step_jitter.sd == 0.02
+    for bad, word in (({"sd": -0.1}, "sd"), ({"sd": 0.02, "autocorrelation": 1.0}, "autocorrelation"),
+                      ({"sd": 0.02, "rho": 0.5}, "rho")):
+        with pytest.raises(UserError) as e:
+            validate_config({"simulation": {"step_jitter": bad}})
+        assert "step_jitter" in str(e.value) and word in str(e.value)

@@ -155,6 +155,49 @@ def test_small_end_to_end_validation_holds_together(small_run):
     json.dumps(payload)  # plain JSON types only
 
 
+def test_pass_time_jitter_is_measured_in_situ_and_simulated(small_run):
+    """The in-situ profile carries a series of back-to-back passes (op executor_jitter); validate turns it
+    into simulation.step_jitter, and the simulated passes then vary around the cost model."""
+    from hwmodels.profiled import read_profile
+    from profiler.executor.insitu import JITTER_OP, JITTER_PASSES, JITTER_SEQS
+
+    res, _ = small_run
+    df, _ = read_profile(res.profile)
+    j = df[df.op == JITTER_OP]
+    assert len(j) == JITTER_PASSES and sorted(j.num_tokens) == list(range(1, JITTER_PASSES + 1))
+    assert j.num_seqs.between(*JITTER_SEQS).all() and (j.median_s > 0).all()
+    sj = res.config.simulation.step_jitter
+    assert sj is not None and 0 < sj.sd < 0.5 and 0 <= sj.autocorrelation < 1
+    assert res.as_json()["config"]["simulation"]["step_jitter"]["sd"] == sj.sd
+    assert any("draws" in n for n in res.notes)
+
+
+def test_mean_summary_averages_numbers_leaf_by_leaf():
+    from app.cmd_validate import mean_summary
+
+    a = {"n": 3, "ttft_s": {"p50": 1.0, "p90": None}, "notes": ["x"], "ok": True}
+    b = {"n": 4, "ttft_s": {"p50": 2.0, "p90": 5.0}, "notes": [], "ok": False}
+    m = mean_summary([a, b])
+    assert m == {"n": 4, "ttft_s": {"p50": 1.5, "p90": None}, "notes": ["x"], "ok": True}
+
+
+def test_jitter_stats_recover_a_known_series():
+    from profiler.executor.insitu import jitter_stats
+
+    rng = np.random.default_rng(0)
+    sizes = np.clip(8 + np.cumsum(rng.integers(-1, 2, 4000)), 2, 16)
+    x, xs = 0.0, []
+    for e in rng.normal(0, 0.03 * np.sqrt(1 - 0.6 ** 2), 4000):
+        x = 0.6 * x + e
+        xs.append(x)
+    series = [(int(b), (1e-3 + 2e-4 * b) * np.exp(v)) for b, v in zip(sizes, xs)]
+    sd, rho = jitter_stats(series)
+    assert sd == pytest.approx(0.03, rel=0.12) and rho == pytest.approx(0.6, abs=0.06)
+    assert jitter_stats(series[:10]) is None  # too short to say
+    flat = jitter_stats([(4, 1e-3)] * 100)
+    assert flat == (0.0, 0.0)
+
+
 def test_report_html_has_cdfs_and_pass_times(small_run, tmp_path):
     from app.cmd_validate import report_figure, write_report
 

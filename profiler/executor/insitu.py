@@ -83,6 +83,12 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 SINGLE_STREAK_OP = "executor_single_streak"
 SINGLE_STREAK_PASSES = 12
 
+# Pass-to-pass variability: a series of back-to-back decode passes whose batch size walks as served ones do
+JITTER_OP = "executor_jitter"
+JITTER_SEQS = (2, 16)  # batch sizes walked (one-sequence passes are left out: their runs carry a decay of
+#                        their own, SINGLE_STREAK_OP, which is not noise)
+JITTER_PASSES = 400
+
 CONDITION = [(1, 128)] * 4  # the pass run before each timed pass: a small decode batch, as in serving
 
 
@@ -224,6 +230,24 @@ def profile_insitu(model: LlamaModel, out: str | Path, *, block_size: int = 16, 
     return session.write(out)
 
 
+def jitter_stats(series: Sequence[tuple[int, float]]) -> tuple[float, float] | None:
+    """(log-sd, lag-1 autocorrelation) of a JITTER_OP series [(batch size, seconds), ...] in pass order: the
+    residuals log(seconds / median of that batch size's passes). None with fewer than 50 passes. The
+    autocorrelation is clipped to [0, 0.95]."""
+    if len(series) < 50:
+        return None
+    b = np.array([s for s, _ in series])
+    t = np.array([sec for _, sec in series], dtype=float)
+    if (t <= 0).any():
+        return None
+    med = {k: np.median(t[b == k]) for k in np.unique(b)}
+    x = np.log(t / np.array([med[k] for k in b]))
+    x = x - x.mean()
+    sd = float(x.std())
+    rho = float(np.dot(x[:-1], x[1:]) / np.dot(x, x)) if sd > 0 else 0.0
+    return sd, min(0.95, max(0.0, rho))
+
+
 class InsituSession:
     """In-situ samples pooled over any number of sittings (`measure`), written as one table (`write`).
 
@@ -260,6 +284,7 @@ class InsituSession:
         self.after_prompt: dict[int, list[tuple[float, float]]] = defaultdict(list)
         self.single_streak: list[list[float]] = []  # per repetition: the k-th single pass's seconds, k = 1..K
         self.single_steady: list[float] = []
+        self.jitter: list[tuple[int, float]] = []  # (decode batch size, seconds) of back-to-back passes, in order
         self.overhead = clock_overhead(CLOCKS[clock])
 
     def set_layout(self, block_runs: Sequence[int] | None, seed: int = 0,
@@ -275,6 +300,7 @@ class InsituSession:
         self.after_prompt.clear()
         self.single_streak.clear()
         self.single_steady.clear()
+        self.jitter.clear()
 
     def measure(self, rounds: int, min_time_s: float, min_reps: int, max_reps: int, total_rounds: int) -> None:
         """Sweep the grid `rounds` times, each case for min_time_s and min/max_reps / total_rounds reps.
@@ -364,6 +390,30 @@ class InsituSession:
             self.single_streak.append([one() for _ in range(SINGLE_STREAK_PASSES)])
             self.single_steady += [one() for _ in range(4)]
 
+    def measure_jitter(self, passes: int = JITTER_PASSES, context: int = 128) -> None:
+        """Seconds of `passes` decode passes back to back, in order, whose batch size walks between
+        JITTER_SEQS (stays, or moves by one, at random: as a served batch grows and shrinks a request at a
+        time). `jitter_stats` turns the series into the spread and lag-1 autocorrelation of pass times
+        around each size's median: the variability a deterministic cost model leaves out.
+
+        NOTE: measured 2026-11-26 on the 2-core VM (small-llama, 128 context, `benchmarks/bench_executor_timing.py
+        jitter`): one pass repeated back to back varies with log-sd 1.4-1.5 % (8 and 24 sequences) and lag-1
+        autocorrelation 0.5-0.6; a random mix of 2/5/9/14 sequences 2.3 % and 0.63.
+        """
+        bs, clock = self.block_size, CLOCKS[self.clock]
+        lo, hi = JITTER_SEQS
+        if context + 1 > self.model.dims.max_position or _num_blocks([(1, context)] * hi, bs) > len(self.perm):
+            return
+        perm = self.perm.tolist()
+        fns = {b: _pass_fn(self.model, self.cache, self.served_rows([(1, context)] * b), bs, perm, clock)
+               for b in range(lo, hi + 1)}
+        rng = np.random.default_rng((self.seed, 0x717))
+        b = (lo + hi) // 2
+        fns[b]()
+        for step in rng.integers(-1, 2, passes):
+            b = min(hi, max(lo, b + int(step)))
+            self.jitter.append((b, fns[b]()))
+
     def instrumentation_check(self) -> dict:
         """Median of (instrumented pass net of its clock reads) / (untimed pass) − 1, and the clock's read
         time: how far timing every kernel perturbs a pass (a few % would show in the glue rows)."""
@@ -441,6 +491,10 @@ class InsituSession:
                 out_rows.append(row(label, SINGLE_STREAK_OP, IMPL, dtype, extra, p10, p90, a.shape[0],
                                     name="single-streak", measured_at=now, num_seqs=1, num_tokens=k + 1,
                                     block_size=block_size))
+        for i, (b, sec) in enumerate(self.jitter):  # the raw series: jitter_stats reads it back in order
+            out_rows.append(row(label, JITTER_OP, IMPL, dtype, sec, sec, sec, 1, name="jitter-series",
+                                measured_at=now, num_seqs=b, num_tokens=i + 1, context_len=128,
+                                block_size=block_size))
         meta = run_metadata(model.device.type, note=f"in-situ: every kernel timed inside executor passes "
                                                     f"({len(cases)} synthetic passes, {clock} clock), model {dims}")
         return append_rows(out, out_rows, meta)
