@@ -977,6 +977,8 @@ def register(app: typer.Typer) -> None:
             la = res.load_avg
             c.print(f"clock: {res.clock}; load average (1 min) at start {la['start'][0]:.2f}, after the executor "
                     f"{la['after_executor'][0]:.2f}; report: {report}; json: {out / 'result.json'}")
+            for n in res.notes:
+                c.print(f"note: {n}", markup=False, highlight=False)
             if failed:
                 c.print(f"[red]errors above --max-error {max_error:.0%}: {', '.join(failed)}[/red]")
         if failed:

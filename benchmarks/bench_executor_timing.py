@@ -52,7 +52,9 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
 - medmean (2026-11-26, session "c"): kernel medians + median timed glue vs the mean untimed pass: 1 / 2 / 4 /
   8 / 16 / 32 decodes at 128 context -1.37 / -0.31 / -1.13 / -1.60 / -0.81 / -0.70 %, 64- / 160-token prompts
   -0.46 / +0.01 %; timed passes +3.9 / +2.7 / +1.6 / +1.3 / +0.8 / +1.1 / +0.4 / +0.3 % over untimed. (Measured
-  with the equivalent /tmp script before this subcommand was committed.) Tried and removed: glue rows taken per
+  with the equivalent /tmp script before this subcommand was committed.) The same subcommand ~1 h later:
+  +1.60 / +0.67 / +0.91 / +0.56 / +0.47 / +0.51 %, prompts -0.27 / +0.32 %; timed passes +3.4 / +2.5 / +2.0 /
+  +1.4 / +1.1 / +0.8 / +0.8 / +0.6 %: the sign of the gap changes between sittings. Tried and removed: glue rows taken per
   case as (mean untimed pass - kernel medians). With the profile's few passes per case those rows came out
   noisy and mostly *below* the timed glue (some prompt rows 0), and in 4 validate --quick runs the cost model
   fell to -3.1 / -1.5 / -1.0 / -3.0 % on served passes (2 of 4 runs within 10 %; bench_validate.results.jsonl).
