@@ -14,6 +14,7 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
     python benchmarks/bench_validate.py --jitter OUT/vllm-cpu-0 ...  # p50 errors with / without measured jitter
     python benchmarks/bench_validate.py --oracle OUT/vllm-cpu-0 ...  # p50 errors with the run's own pass error
     python benchmarks/bench_validate.py --timeline OUT/*-cpu-* ...  # pass error by second of run, mean of runs
+    python benchmarks/bench_validate.py --kinds OUT/*-cpu-* ...     # pass error by pass kind, mean of runs
     python benchmarks/bench_validate.py --layout OUT/vllm-cpu-0 ...  # KV layout through the run vs pass error
 
 Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
@@ -239,6 +240,33 @@ def timeline(folders: list[Path], window_s: float = 1.0) -> None:
               + " ".join(f"{int(k * window_s)}s {v:+.1%}" for k, v in d.mean(axis=1).items()))
 
 
+def kinds(folders: list[Path]) -> None:
+    """The cost model's error on served passes by pass kind (prompt only / prompt and decode rows / decode
+    right after a pass with prompt tokens / other decode) and decode batch size, as mean and sd over run
+    folders, with the kind's share of the run's pass time, per scheduler."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for f in folders:
+        m = pd.read_parquet(f / "measured_steps.parquet")
+        if "predicted_s" not in m:
+            continue
+        m["d"] = m["end_s"] - m["start_s"]
+        pf = (m["prefill_tokens"] > 0).to_numpy()
+        after = np.r_[False, pf[:-1]]
+        m["kind"] = np.where(pf, np.where(m["decode_tokens"] > 0, "prompt+decode", "prompt"),
+                             np.where(after, "decode after prompt", "decode"))
+        m["bin"] = pd.cut(m["decode_tokens"], [-1, 0, 1, 2, 4, 8, 16, 64]).astype(str)
+        total = m["d"].sum()
+        for (k, b), x in m.groupby(["kind", "bin"]):
+            rows.append((f.name.split("-")[0], k, b, x["predicted_s"].sum() / x["d"].sum() - 1, x["d"].sum() / total))
+    d = pd.DataFrame(rows, columns=["scheduler", "kind", "decodes", "error", "share"])
+    out = d.groupby(["scheduler", "kind", "decodes"]).agg(error=("error", "mean"), sd=("error", "std"),
+                                                         share=("share", "mean"), runs=("error", "size"))
+    print(out.to_string(formatters={"error": "{:+.1%}".format, "sd": "{:.1%}".format, "share": "{:.1%}".format}))
+
+
 def layout(folder: Path, per_break_s: float = 6e-6) -> None:
     """Replays a run's policy decisions with its measured pass times (the real scheduler and KV manager, a
     null forward pass, a virtual clock that returns each measured pass in turn; checked to reproduce every
@@ -298,8 +326,8 @@ def layout(folder: Path, per_break_s: float = 6e-6) -> None:
 
 def main() -> None:
     modes = {"--sensitivity": sensitivity, "--jitter": jitter, "--oracle": oracle, "--layout": layout}
-    if len(sys.argv) > 2 and sys.argv[1] == "--timeline":
-        timeline([Path(d) for d in sys.argv[2:]])
+    if len(sys.argv) > 2 and sys.argv[1] in ("--timeline", "--kinds"):
+        (timeline if sys.argv[1] == "--timeline" else kinds)([Path(d) for d in sys.argv[2:]])
         return
     if len(sys.argv) > 2 and sys.argv[1] in modes:
         for d in sys.argv[2:]:
