@@ -14,6 +14,7 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
     python benchmarks/bench_validate.py --jitter OUT/vllm-cpu-0 ...  # p50 errors with / without measured jitter
     python benchmarks/bench_validate.py --oracle OUT/vllm-cpu-0 ...  # p50 errors with the run's own pass error
     python benchmarks/bench_validate.py --timeline OUT/*-cpu-* ...  # pass error by second of run, mean of runs
+    python benchmarks/bench_validate.py --summary FILE [NOTE]      # recorded runs whose note has NOTE
     python benchmarks/bench_validate.py --kinds OUT/*-cpu-* ...     # pass error by pass kind, mean of runs
     python benchmarks/bench_validate.py --layout OUT/vllm-cpu-0 ...  # KV layout through the run vs pass error
 
@@ -240,6 +241,36 @@ def timeline(folders: list[Path], window_s: float = 1.0) -> None:
               + " ".join(f"{int(k * window_s)}s {v:+.1%}" for k, v in d.mean(axis=1).items()))
 
 
+def summary(path: Path, note: str = "") -> None:
+    """Recorded runs (a --record file) whose note contains `note`: per scheduler, how many met the target and
+    the mean / range of each p50 error and of the cost model's error on the served passes."""
+    import numpy as np
+
+    if not path.is_file():
+        sys.exit(f"--summary {path}: no such file (a bench_validate --record file)")
+    by: dict[str, list[dict]] = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            sys.exit(f"--summary {path}:{i}: not JSON ({e.msg})")
+        if note in rec.get("note", ""):
+            for r in rec.get("runs", []):
+                by.setdefault(r["scheduler"], []).append(r)
+    if not by:
+        sys.exit(f"--summary {path}: no record whose note contains {note!r}")
+    keys = ("ttft_p50", "tpot_p50", "e2e_p50", "ttft_p90", "tpot_p90", "e2e_p90")
+    for sched, runs in sorted(by.items()):
+        met = sum(all(abs(r["errors"][k]) < 0.10 for k in keys[:3]) for r in runs)
+        parts = []
+        for k in keys:
+            v = np.array([r["errors"][k] for r in runs])
+            parts.append(f"{k} {v.mean():+.1%} ({v.min():+.1%}..{v.max():+.1%})")
+        p = np.array([r["cost_model_on_measured_passes"] for r in runs])
+        print(f"{sched}: {len(runs)} runs, {met} within 10 % on all p50s; mean (range): " + ", ".join(parts)
+              + f"; passes {p.mean():+.1%} ({p.min():+.1%}..{p.max():+.1%})")
+
+
 def kinds(folders: list[Path]) -> None:
     """The cost model's error on served passes by pass kind (prompt only / prompt and decode rows / decode
     right after a pass with prompt tokens / other decode) and decode batch size, as mean and sd over run
@@ -325,6 +356,9 @@ def layout(folder: Path, per_break_s: float = 6e-6) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--summary":
+        summary(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")
+        return
     modes = {"--sensitivity": sensitivity, "--jitter": jitter, "--oracle": oracle, "--layout": layout}
     if len(sys.argv) > 2 and sys.argv[1] in ("--timeline", "--kinds"):
         (timeline if sys.argv[1] == "--timeline" else kinds)([Path(d) for d in sys.argv[2:]])
