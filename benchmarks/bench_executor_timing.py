@@ -22,6 +22,7 @@
     python benchmarks/bench_executor_timing.py skew          # mean vs median of repeated passes, per op
     python benchmarks/bench_executor_timing.py medmean       # mean untimed pass vs kernel medians + glue
     python benchmarks/bench_executor_timing.py jitter        # pass-to-pass variability, back to back / mixed
+    python benchmarks/bench_executor_timing.py interp [old|new] # prompt passes 32..256 vs grid interpolation
     python benchmarks/bench_executor_timing.py state [SCHED] # validate --quick: page faults and gc objects of the
                                                              # served run (serve wrapped; gc.collect after each)
 
@@ -58,6 +59,11 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   case as (mean untimed pass - kernel medians). With the profile's few passes per case those rows came out
   noisy and mostly *below* the timed glue (some prompt rows 0), and in 4 validate --quick runs the cost model
   fell to -3.1 / -1.5 / -1.0 / -3.0 % on served passes (2 of 4 runs within 10 %; bench_validate.results.jsonl).
+- interp (2026-11-26, session "c"): prompt passes of every length 32..256 vs log-log interpolation between grid
+  lengths. Old grid (multiples of 8): mean +2.15 % and +1.62 % in two sittings of the equivalent /tmp script,
+  +1.22 % with this subcommand (`interp old`), by length mod 8 (first sitting) 0 +0.5, 1 +2.4, 2 +1.9, 3 +3.5,
+  4 +1.0, 5 +2.3, 6 +1.7, 7 +3.4 %. A grid cycling through all residues (33, 50, 67, 100, 125, 158, 191, 224,
+  249) -0.94 %; the grid now in InsituGrid (1, 2, 5, 6 mod 8) -0.05 %, mean |error| 1.03 % (`interp new`).
 - jitter (2026-11-26, session "c"): back to back 8 x 128 log-sd 1.38 %, lag-1..30 autocorrelation 0.48 0.41
   0.54 0.33 0.30 0.28; 2 x 128 5.4 % (p99 +8.8 %), 0.32..-0.02; 24 x 200 1.55 %, 0.63..0.13; random mix of
   2/5/9/14 decodes 2.29 %, 0.63 0.51 0.41 0.24 0.11 0.09.
@@ -666,6 +672,38 @@ def medmean() -> None:
               flush=True)
 
 
+def interp(grid: str = "old") -> None:
+    """Prompt passes of every length 32..256 (median of 3, each after the profile's conditioning pass) vs
+    log-log interpolation between the lengths of a prompt grid: "old" (multiples of 8: 32, 48, 64, 96, ...,
+    256) or "new" (InsituGrid().prefill, whose lengths cycle through the residues mod 8); mean deviation
+    overall, by range and by length mod 8 (> 0: the interpolation is fast)."""
+    from profiler.executor.insitu import CONDITION, InsituGrid
+
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0).tolist()
+    cond = _pass_fn(model, cache, CONDITION, 16, perm[1800:], CLOCK)
+    rows = ([32, 48, 64, 96, 128, 160, 192, 224, 256] if grid == "old" else
+            [n for b, n in InsituGrid().prefill if b == 1 and 32 <= n <= 256])
+    sizes = sorted(set(range(32, 257)) | set(rows))
+    t: dict[int, list[float]] = {}
+    for _ in range(3):
+        for n in sizes:
+            f = _pass_fn(model, cache, [(n, 0)], 16, perm, CLOCK)
+            cond()
+            f()
+            cond()
+            t.setdefault(n, []).append(f())
+    med = {n: float(np.median(v)) for n, v in t.items()}
+    g = np.log(np.array(rows, float))
+    gy = np.log([med[n] for n in rows])
+    dev = {n: med[n] / np.exp(np.interp(np.log(n), g, gy)) - 1 for n in range(rows[0] + 1, rows[-1]) if n not in rows}
+    d = np.array(list(dev.values()))
+    print(f"{grid} grid {rows}: {d.size} lengths off the grid, measured / interpolated mean {d.mean():+.2%}, "
+          f"mean |.| {np.abs(d).mean():.2%}")
+    print("  by length mod 8: " + " ".join(f"{r}: {np.mean([x for n, x in dev.items() if n % 8 == r]):+.2%}"
+                                           for r in range(8)))
+
+
 def jitter() -> None:
     """Pass-to-pass variability: one pass repeated back to back (8 x 128, 2 x 128, 24 x 200 decodes), and a
     random mix of 2/5/9/14 decodes; log-sd around each shape's median and autocorrelation at lags 1..30."""
@@ -747,6 +785,7 @@ def main() -> None:
         "skew": (lambda a: skew(), "skew"),
         "medmean": (lambda a: medmean(), "medmean"),
         "jitter": (lambda a: jitter(), "jitter"),
+        "interp": (lambda a: interp(a or "old"), "interp [old|new]"),
         "streak": (lambda a: streak(), "streak"),
         "single": (lambda a: single(), "single"),
         "glue": (lambda a: glue(sys.argv[2:]), "glue TABLE..."),

@@ -51,14 +51,24 @@ class InsituGrid:
     # GEMM time on CPU is not smooth in m at small m (MKL register blocking; `benchmarks/bench_executor_timing.py
     # gemm`, 2026-11-25, 512x1024 weight inside passes: m=5/6/7/8 take 217/217/254/226 us, so interpolating odd m
     # between even ones is up to ~10 % off): every batch size up to 16 gets a GEMM row, at two contexts.
-    decode_extra: tuple[tuple[int, int], ...] = tuple((b, c) for b in (5, 7, 9, 10, 11, 13, 14, 15, 20, 28, 40, 56)
+    # Above 16 the GEMM rows' batch sizes are 1, 2, 5 or 6 mod 8, as the prompt grid's lengths below.
+    decode_extra: tuple[tuple[int, int], ...] = tuple((b, c) for b in (5, 7, 9, 10, 11, 13, 14, 15, 18, 29, 41, 54)
                                                       for c in (64, 256))
     # GEMM time is not a power law in tokens on CPU (MKL blocking): midpoints keep log-log interpolation
-    # within ~1 % (vs ~3.6 % between powers of two, measured for the 256x1376 weight here).
+    # within ~1 % (vs ~3.6 % between powers of two, measured for the 256x1376 weight here). And it is a
+    # sawtooth in the token count: a prompt whose length is a multiple of 8 runs ~2 % faster than its
+    # neighbours (measured 2026-11-26, small-llama, every length 32..256: lengths off the old grid of
+    # multiples of 8 took +2.15 % / +1.62 % (two sittings) over log-log interpolation between its rows; by
+    # length mod 8: 0 +0.5, 1 +2.4, 2 +1.9, 3 +3.5, 4 +1.0, 5 +2.3, 6 +1.7, 7 +3.4 %, mean +2.1 %;
+    # `benchmarks/bench_executor_timing.py interp`). Served prompts have any length, so from 32 tokens up the
+    # grid's lengths are 1, 2, 5 or 6 mod 8, the residues nearest the mean of the sawtooth: interpolation
+    # between them is then about unbiased over lengths instead of ~2 % fast. (Lengths cycling through all
+    # residues came out ~1 % slow, `interp new` on that grid: its interpolation spans weight the residues
+    # unevenly.)
     prefill: tuple[tuple[int, int], ...] = (
-        *((1, n) for n in (8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
-                           1024)),
-        (2, 64), (2, 128), (2, 256), (2, 512), (3, 128), (4, 128), (4, 256), (4, 512))
+        *((1, n) for n in (8, 12, 16, 24, 33, 50, 69, 102, 129, 162, 189, 222, 249, 322, 389, 454, 513, 642, 773,
+                           1030)),
+        (2, 65), (2, 127), (2, 257), (2, 509), (3, 125), (4, 129), (4, 255), (4, 511))
     chunks: tuple[tuple[int, int], ...] = tuple((n, c) for n in (16, 64, 128, 192, 256) for c in (32, 128, 256))
     # (chunk tokens, chunk context, decodes, decode context): the mixed passes of chunked-prefill schedulers,
     # for the glue of a pass with both kinds of rows (and GEMM rows at their token counts).
