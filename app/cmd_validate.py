@@ -44,7 +44,7 @@ from hwmodels.shapes import BatchShape
 from simulator.config import Config, load_config, merge, validate_config
 from simulator.metrics import request_latencies, summarize
 from simulator.results import json_ready
-from simulator.simulate import resolve, simulate
+from simulator.simulate import jitter_seed, resolve, simulate
 from simulator.workload import build_workload
 
 if TYPE_CHECKING:
@@ -693,8 +693,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
     t2 = time.perf_counter()
     sim = simulate(cfg, requests=wl.to_requests(), cost_model=cost)
     if draws > 1:  # the same requests under other draws of the jitter: the summary is their mean
-        base = cfg.simulation.step_jitter.seed
-        base = cfg.simulation.seed if base is None else base
+        base = jitter_seed(cfg)
         others = [simulate(_with_jitter(cfg, {**jitter, "seed": base + 7919 * k}), requests=wl.to_requests(),
                            cost_model=cost).summary for k in range(1, draws)]
         sim = dataclasses.replace(sim, summary=mean_summary([sim.summary, *others]))

@@ -122,7 +122,7 @@ class StepJitterConfig(Frozen):
     this standard deviation and lag-1 autocorrelation, centred so that the mean pass time is unchanged
     (E[exp(x)] = 1). Queues feel the variance of service times (Kingman: waiting grows with the squared
     coefficient of variation of service), which a deterministic cost model leaves out; the series is drawn
-    from `simulation.seed`, one per replica, so a run is still deterministic."""
+    from `seed` (default `simulation.seed`), one per replica, so a run is still deterministic."""
 
     sd: float = Field(ge=0.0, le=0.5, description="standard deviation of log(pass time / its model time)")
     autocorrelation: float = Field(default=0.0, ge=0.0, lt=1.0, description="lag-1 autocorrelation, pass to pass")

@@ -79,7 +79,8 @@ def cost_model_notes(cfg: Config, sc: Scenario) -> list[str]:
     return notes
 
 
-def _jitter_seed(cfg: Config) -> int:
+def jitter_seed(cfg: Config) -> int:
+    """The seed of the pass-time jitter series (`simulation.step_jitter.seed`, else `simulation.seed`)."""
     j = cfg.simulation.step_jitter
     return cfg.simulation.seed if j is None or j.seed is None else j.seed
 
@@ -95,7 +96,7 @@ def engine_spec(cfg: Config, sc: Scenario) -> EngineSpec:
                       num_host_blocks=sc.num_host_blocks,
                       jitter_sd=cfg.simulation.step_jitter.sd if cfg.simulation.step_jitter else 0.0,
                       jitter_rho=cfg.simulation.step_jitter.autocorrelation if cfg.simulation.step_jitter else 0.0,
-                      jitter_seed=_jitter_seed(cfg))
+                      jitter_seed=jitter_seed(cfg))
 
 
 def requests_frame(requests: Sequence[Request]) -> pd.DataFrame:
