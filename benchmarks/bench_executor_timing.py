@@ -80,6 +80,13 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   -0.45 %, prompt -0.73 %. Served passes ran ~1 % slower than the same passes right after the run without
   the loop; the predecessor (in order vs itself) is worth ~0.3-0.5 %; synthetic passes match replays.
   (A sarathi run the same day is left out: another process ran during its served phase.)
+- replay sarathi (2026-11-26, session "c", final code 1418a6f; p50 errors TTFT -1.4 / TPOT -9.5 / e2e -7.3 %):
+  served passes vs the same passes replayed right after the run, in order: +0.24 % overall (decode +0.04 %,
+  prompt+decode +0.38 %); twins vs replays +0.61 %; cost model vs served -1.46 %, i.e. ~-2.3 % vs the twins of
+  the served shapes. By quarter of the run, replayed in order vs served -1.30 / -1.40 / +1.32 / +1.69 % and
+  cost model vs served -2.51 / -1.72 / -1.04 / -0.87 %: here the served run's first half ran slower than its
+  own replay and the second half faster (machine speed moving during the run, not serving state), and the
+  rest of the gap is between the profile's rows and synthetic passes of the served shapes timed minutes later.
 - loop vllm (2026-11-26, 3 runs): decode passes in the loop vs re-run right after +0.44 / +0.55 / -0.11 %,
   passes with prompt tokens +1.06 / +0.03 / +0.42 %: the loop's own work costs the next pass <~0.5 %.
 - glue (2026-11-26, three in-situ profile tables of small-llama): decode glue at one sequence 0.200 / 0.225 / 0.236 ms vs
@@ -453,6 +460,14 @@ def replay(sched: str = "sarathi") -> None:
               f"{in_order[m].sum() / fw[m].sum() - 1:+.2%}, right after itself {after_self[m].sum() / fw[m].sum() - 1:+.2%}"
               f"; synthetic twin vs replayed after itself {twin[m].sum() / after_self[m].sum() - 1:+.2%}"
               f"; cost model vs served pass (loop included) {pred[m].sum() / dur[m].sum() - 1:+.2%}")
+    # The same by quarter of the run: a slowdown late in the served run that the replays (same KV state, right
+    # after the run) share is the state's; one they do not share is the serving's.
+    q = np.minimum(4 * np.arange(n) // max(n, 1), 3)
+    for k in range(4):
+        m = q == k
+        print(f"quarter {k + 1} ({m.sum()} passes): replayed in order {in_order[m].sum() / fw[m].sum() - 1:+.2%}, "
+              f"right after itself {after_self[m].sum() / fw[m].sum() - 1:+.2%}, twin vs replayed after itself "
+              f"{twin[m].sum() / after_self[m].sum() - 1:+.2%}, cost model vs served {pred[m].sum() / dur[m].sum() - 1:+.2%}")
 
 
 def loop(sched: str = "vllm") -> None:
