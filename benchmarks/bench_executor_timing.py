@@ -64,7 +64,8 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   +1.22 % with this subcommand (`interp old`), by length mod 8 (first sitting) 0 +0.5, 1 +2.4, 2 +1.9, 3 +3.5,
   4 +1.0, 5 +2.3, 6 +1.7, 7 +3.4 %. A grid cycling through all residues (33, 50, 67, 100, 125, 158, 191, 224,
   249) -0.94 %; the grid now in InsituGrid (1, 2, 5, 6 mod 8) -0.05 %, mean |error| 1.03 % (`interp new`).
-- jitter (2026-11-26, session "c"): back to back 8 x 128 log-sd 1.38 %, lag-1..30 autocorrelation 0.48 0.41
+- jitter (2026-11-26, session "c", measured with the equivalent /tmp script before this subcommand was
+  committed): back to back 8 x 128 log-sd 1.38 %, lag-1..30 autocorrelation 0.48 0.41
   0.54 0.33 0.30 0.28; 2 x 128 5.4 % (p99 +8.8 %), 0.32..-0.02; 24 x 200 1.55 %, 0.63..0.13; random mix of
   2/5/9/14 decodes 2.29 %, 0.63 0.51 0.41 0.24 0.11 0.09.
 - state sarathi (2026-11-26, two runs): 120-135 minor page faults over ~1,900 served passes, gc-tracked objects

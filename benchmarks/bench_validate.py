@@ -40,6 +40,21 @@ from simulator.config import validate_config  # noqa: E402
 KEYS = ("ttft_p50", "ttft_p90", "tpot_p50", "tpot_p90", "e2e_p50", "e2e_p90", "throughput", "step_time")
 
 
+def _steps(folder: Path, flag: str):
+    """measured_steps.parquet of a run folder (written by bench_validate / `llmsim validate --out`), with the cost
+    model's `predicted_s`; exits with a clear message otherwise."""
+    import pandas as pd
+
+    f = folder / "measured_steps.parquet"
+    if not f.is_file():
+        sys.exit(f"{flag} {folder}: no measured_steps.parquet there (expected a run folder of bench_validate --out "
+                 "or llmsim validate --out)")
+    m = pd.read_parquet(f)
+    if "predicted_s" not in m:
+        sys.exit(f"{flag} {f}: no predicted_s column (written before per-pass predictions were recorded)")
+    return m
+
+
 def analyze(folder: Path) -> None:
     """Per-pass residuals of one run's output folder (`measured_steps.parquet` with `predicted_s`): by pass kind
     and decode batch size, the share of decode-only passes right after a pass with prompt tokens, and the
@@ -47,7 +62,7 @@ def analyze(folder: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    m = pd.read_parquet(folder / "measured_steps.parquet")
+    m = _steps(folder, "--analyze")
     m["d"] = m["end_s"] - m["start_s"]
     pf = (m["prefill_tokens"] > 0).to_numpy()
     m["after_prompt"] = np.r_[False, pf[:-1]]
@@ -109,7 +124,7 @@ def sensitivity(folder: Path, seeds: int = 12) -> None:
     import pandas as pd
 
     cfg, cost, _ = _folder_run(folder, "--sensitivity")
-    m = pd.read_parquet(folder / "measured_steps.parquet")
+    m = _steps(folder, "--sensitivity")
     x = np.log(m["predicted_s"] / (m["end_s"] - m["start_s"])).to_numpy()
     sd, rho = float(np.std(x)), float(np.corrcoef(x[:-1], x[1:])[0, 1])
 
@@ -185,7 +200,7 @@ def oracle(folder: Path, window_s: float = 1.0) -> None:
     import simulator.engine as engine
 
     cfg, cost, run = _folder_run(folder, "--oracle")
-    m = pd.read_parquet(folder / "measured_steps.parquet")
+    m = _steps(folder, "--oracle")
     d = m["end_s"] - m["start_s"]
     whole = float(d.sum() / m["predicted_s"].sum())
     w = (m["start_s"] // window_s).astype(int)
@@ -229,9 +244,7 @@ def timeline(folders: list[Path], window_s: float = 1.0) -> None:
 
     cols: dict[str, dict[str, pd.Series]] = {}
     for f in folders:
-        m = pd.read_parquet(f / "measured_steps.parquet")
-        if "predicted_s" not in m:
-            continue
+        m = _steps(f, "--timeline")
         w = (m["start_s"] // window_s).astype(int)
         err = m["predicted_s"].groupby(w).sum() / (m["end_s"] - m["start_s"]).groupby(w).sum() - 1
         cols.setdefault(f.name.split("-")[0], {})[str(f)] = err
@@ -280,9 +293,7 @@ def kinds(folders: list[Path]) -> None:
 
     rows = []
     for f in folders:
-        m = pd.read_parquet(f / "measured_steps.parquet")
-        if "predicted_s" not in m:
-            continue
+        m = _steps(f, "--kinds")
         m["d"] = m["end_s"] - m["start_s"]
         pf = (m["prefill_tokens"] > 0).to_numpy()
         after = np.r_[False, pf[:-1]]
@@ -315,7 +326,7 @@ def layout(folder: Path, per_break_s: float = 6e-6) -> None:
     from simulator.workload import build_workload
 
     cfg, _, _ = _folder_run(folder, "--layout")
-    m = pd.read_parquet(folder / "measured_steps.parquet")
+    m = _steps(folder, "--layout")
     st, en = m["start_s"].to_numpy(), m["end_s"].to_numpy()
     gap = np.r_[st[1:] - en[:-1], 0.0]
     dur = iter(en - st + np.where(gap < 1e-3, gap, np.median(gap)))  # pass + loop, not idle jumps
