@@ -780,6 +780,37 @@ def state(sched: str = "sarathi") -> None:
           f"{res.simulated['tpot_s']['p50'] * 1e3:.2f} ms")
 
 
+def heap(rounds: int = 16, passes: int = 15) -> None:
+    """Does the malloc heap's state move pass times? Rounds alternate a control (the same passes again) with
+    a heap perturbation (Python lists of random sizes, ~40 % of them kept alive, as a served run's token lists
+    and step rows leave behind), then time `passes` passes each of 8 decodes x 128 and a 129-token prompt
+    (medians). Activations come from the glibc heap (mmap only above 32 MB, `steady_allocator`), so their
+    addresses follow the heap's history. Prints the sd of the round medians for each condition."""
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0).tolist()
+    fns = {"8 decodes x 128": _pass_fn(model, cache, [(1, 128)] * 8, 16, perm, CLOCK),
+           "129-token prompt": _pass_fn(model, cache, [(129, 0)], 16, perm[1000:], CLOCK)}
+    rng = np.random.default_rng(0)
+    keep: list = []
+    res = {(c, k): [] for c in ("control", "perturbed") for k in fns}
+    for r in range(rounds):
+        cond = "perturbed" if r % 2 else "control"
+        if cond == "perturbed":
+            junk = [list(range(int(n))) for n in rng.integers(50, 20000, 400)]
+            keep.extend(j for j in junk if rng.random() < 0.4)
+            del junk
+        for k, f in fns.items():
+            for _ in range(3):
+                f()
+            res[(cond, k)].append(np.median([f() for _ in range(passes)]))
+    for k in fns:
+        for c in ("control", "perturbed"):
+            x = np.array(res[(c, k)])
+            print(f"{k:18s} {c:9s}: round medians mean {x.mean() * 1e3:.3f} ms, sd {x.std(ddof=1) / x.mean():.2%}, "
+                  f"range {x.min() / x.mean() - 1:+.1%}..{x.max() / x.mean() - 1:+.1%}  "
+                  + " ".join(f"{v * 1e3:.2f}" for v in x), flush=True)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
@@ -801,6 +832,7 @@ def main() -> None:
         "skew": (lambda a: skew(), "skew"),
         "medmean": (lambda a: medmean(), "medmean"),
         "jitter": (lambda a: jitter(), "jitter"),
+        "heap": (lambda a: heap(int(a) if a else 16), "heap [ROUNDS]"),
         "interp": (lambda a: interp(a or "old"), "interp [old|new]"),
         "streak": (lambda a: streak(), "streak"),
         "single": (lambda a: single(), "single"),

@@ -17,6 +17,7 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
     python benchmarks/bench_validate.py --summary FILE [NOTE]      # recorded runs whose note has NOTE
     python benchmarks/bench_validate.py --kinds OUT/*-cpu-* ...     # pass error by pass kind, mean of runs
     python benchmarks/bench_validate.py --layout OUT/vllm-cpu-0 ...  # KV layout through the run vs pass error
+    python benchmarks/bench_validate.py --gaps OUT/vllm-cpu-0 ...    # loop time between passes, by arrivals
 
 Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
 (`--record benchmarks/bench_validate.results.jsonl`).
@@ -52,6 +53,9 @@ def _steps(folder: Path, flag: str):
     m = pd.read_parquet(f)
     if "predicted_s" not in m:
         sys.exit(f"{flag} {f}: no predicted_s column (written before per-pass predictions were recorded)")
+    from app.cmd_validate import pass_seconds
+
+    m["d"] = pass_seconds(m)  # with the loop's work after each pass where the run recorded it (cycle_end_s)
     return m
 
 
@@ -63,7 +67,6 @@ def analyze(folder: Path) -> None:
     import pandas as pd
 
     m = _steps(folder, "--analyze")
-    m["d"] = m["end_s"] - m["start_s"]
     pf = (m["prefill_tokens"] > 0).to_numpy()
     m["after_prompt"] = np.r_[False, pf[:-1]]
     m["bin"] = pd.cut(m["decode_tokens"], [-1, 0, 1, 2, 4, 8, 16, 64])
@@ -125,7 +128,7 @@ def sensitivity(folder: Path, seeds: int = 12) -> None:
 
     cfg, cost, _ = _folder_run(folder, "--sensitivity")
     m = _steps(folder, "--sensitivity")
-    x = np.log(m["predicted_s"] / (m["end_s"] - m["start_s"])).to_numpy()
+    x = np.log(m["predicted_s"] / m["d"]).to_numpy()
     sd, rho = float(np.std(x)), float(np.corrcoef(x[:-1], x[1:])[0, 1])
 
     class Noisy:
@@ -201,7 +204,7 @@ def oracle(folder: Path, window_s: float = 1.0) -> None:
 
     cfg, cost, run = _folder_run(folder, "--oracle")
     m = _steps(folder, "--oracle")
-    d = m["end_s"] - m["start_s"]
+    d = m["d"]
     whole = float(d.sum() / m["predicted_s"].sum())
     w = (m["start_s"] // window_s).astype(int)
     by_window = (d.groupby(w).sum() / m["predicted_s"].groupby(w).sum()).to_dict()
@@ -246,7 +249,7 @@ def timeline(folders: list[Path], window_s: float = 1.0) -> None:
     for f in folders:
         m = _steps(f, "--timeline")
         w = (m["start_s"] // window_s).astype(int)
-        err = m["predicted_s"].groupby(w).sum() / (m["end_s"] - m["start_s"]).groupby(w).sum() - 1
+        err = m["predicted_s"].groupby(w).sum() / m["d"].groupby(w).sum() - 1
         cols.setdefault(f.name.split("-")[0], {})[str(f)] = err
     for sched, c in sorted(cols.items()):
         d = pd.DataFrame(c)
@@ -294,7 +297,6 @@ def kinds(folders: list[Path]) -> None:
     rows = []
     for f in folders:
         m = _steps(f, "--kinds")
-        m["d"] = m["end_s"] - m["start_s"]
         pf = (m["prefill_tokens"] > 0).to_numpy()
         after = np.r_[False, pf[:-1]]
         m["kind"] = np.where(pf, np.where(m["decode_tokens"] > 0, "prompt+decode", "prompt"),
@@ -307,6 +309,36 @@ def kinds(folders: list[Path]) -> None:
     out = d.groupby(["scheduler", "kind", "decodes"]).agg(error=("error", "mean"), sd=("error", "std"),
                                                          share=("share", "mean"), runs=("error", "size"))
     print(out.to_string(formatters={"error": "{:+.1%}".format, "sd": "{:.1%}".format, "share": "{:.1%}".format}))
+
+
+def gaps(folder: Path) -> None:
+    """The serving loop's time between passes (end of a pass to the start of the next, when the executor did
+    not go idle), by how many requests arrived during the pass (they are admitted in that gap), and the cost
+    model's error on passes with and without it: end − start vs the cycle to the end of the loop's work after
+    the pass (cycle_end_s; runs before it was recorded: the next pass's start, idle gaps over 2 ms left out)."""
+    import numpy as np
+    import pandas as pd
+
+    m = _steps(folder, "--gaps")
+    req = folder / "measured_requests.parquet"
+    if not req.is_file():
+        sys.exit(f"--gaps {folder}: no measured_requests.parquet there")
+    r = pd.read_parquet(req)
+    end = m["cycle_end_s"] if "cycle_end_s" in m else m["start_s"].shift(-1)
+    g = end - m["end_s"]
+    busy = g.notna() & (g < 0.002)
+    arr = np.sort(r["arrival_s"].to_numpy())
+    n_arr = np.searchsorted(arr, m["end_s"]) - np.searchsorted(arr, m["start_s"])
+    pas = m["end_s"] - m["start_s"]
+    by = pd.DataFrame({"arrivals": np.minimum(n_arr, 3), "gap_us": g * 1e6})[busy]
+    print(f"{folder}: {int(busy.sum())} passes followed by loop work ({len(m) - int(busy.sum())} by an idle "
+          f"wait), mean {g[busy].mean() * 1e6:.0f} us (median {g[busy].median() * 1e6:.0f} us), "
+          f"{g[busy].sum() / pas[busy].sum():.2%} of their pass time")
+    print("  by arrivals during the pass (3: 3 or more): " + ", ".join(
+        f"{k}: n={len(x)} median {x['gap_us'].median():.0f} us" for k, x in by.groupby("arrivals")))
+    p = m["predicted_s"][busy]
+    print(f"  cost model vs end − start {p.sum() / pas[busy].sum() - 1:+.2%}, vs the cycle "
+          f"{p.sum() / (pas[busy] + g[busy]).sum() - 1:+.2%}")
 
 
 def layout(folder: Path, per_break_s: float = 6e-6) -> None:
@@ -358,7 +390,6 @@ def layout(folder: Path, per_break_s: float = 6e-6) -> None:
     rate = s["nr"].sum() / s["nb"].sum()
     m["run"] = np.where(s["nr"] > 0, s["nb"] / s["nr"].clip(lower=1), np.nan)
     m["adj"] = m["predicted_s"] + per_break_s * (s["nr"] - rate * s["nb"])
-    m["d"] = m["end_s"] - m["start_s"]
     g = m.groupby(pd.qcut(m["start_s"], 8, labels=False))
     print(f"{folder}: replay reproduced all {len(m)} passes; by eighth of the run:")
     print("  mean KV run (decode rows) " + " ".join(f"{x:.2f}" for x in g["run"].mean()))
@@ -370,7 +401,8 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--summary":
         summary(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")
         return
-    modes = {"--sensitivity": sensitivity, "--jitter": jitter, "--oracle": oracle, "--layout": layout}
+    modes = {"--sensitivity": sensitivity, "--jitter": jitter, "--oracle": oracle, "--layout": layout,
+             "--gaps": gaps}
     if len(sys.argv) > 2 and sys.argv[1] in ("--timeline", "--kinds"):
         (timeline if sys.argv[1] == "--timeline" else kinds)([Path(d) for d in sys.argv[2:]])
         return

@@ -167,6 +167,10 @@ class ExecutorResult:
     plans: list[dict[int, int]] = field(default_factory=list)  # request id -> tokens, per pass
     shapes: list[BatchShape] = field(default_factory=list)  # each pass's shape, in `steps` order
     wall_s: float = 0.0
+    # per pass (`steps` order): when the serving loop's work after the pass (completing it, admitting arrivals,
+    # recording its row) ended. start_s .. cycle_end_s is the pass's share of the loop's time: what one step of
+    # the simulator stands for (the cost model's step time includes the loop's per-pass work).
+    cycle_end_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 TRACE_BLOCK_TOKENS = 512  # Mooncake: one prefix hash id per 512 prompt tokens (shared/traces/README.md)
@@ -291,6 +295,11 @@ class Executor:
         plans: list[dict[int, int]] = []
         shapes: list[BatchShape] = []
         i, n = 0, len(pending)
+        # NOTE: prompts are tokenized before the clock starts, as a server's frontend does before the engine
+        # sees a request. Drawing them at admission cost ~0.25 ms per arrival inside the serving loop (numpy
+        # RNG set-up; ~0.4 % of a validate --quick run's pass time, between passes), time the simulator does
+        # not have (`benchmarks/bench_validate.py --gaps`).
+        prompts = {r.id: prompt_tokens(r, vocab, self.seed) for r in pending}
         wall0 = time.perf_counter()
         clock.start()
 
@@ -299,13 +308,16 @@ class Executor:
             while j < n and pending[j].arrival_s <= now:
                 r = pending[j]
                 if core.add(r):
-                    self.tokens[r.id] = prompt_tokens(r, vocab, self.seed)
+                    self.tokens[r.id] = prompts.pop(r.id)
                     self.token_times_s[r.id] = []
                 j += 1
             return j
 
+        cycle_end: list[float] = []  # per pass: when the loop's work after it (complete, admit, its row) ended
         while i < n or core.has_work():
             now = clock.now()
+            if len(cycle_end) < len(steps):
+                cycle_end.append(now)
             i = admit(now)
             plan = core.next_plan(now) if core.has_work() else None
             if plan is None:
@@ -324,10 +336,13 @@ class Executor:
             i = admit(end)  # arrivals during the pass were queued meanwhile; they wait for the next pass
             steps.append(self._step_row(plan, now, end))
             shapes.append(plan.shape)
+        if len(cycle_end) < len(steps):
+            cycle_end.append(clock.now())
         wall_s = time.perf_counter() - wall0
         outputs = {r.id: self.tokens[r.id][r.prompt_len:] for r in pending if r.id in self.tokens}
         return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs,
-                              np.asarray(core.itl_s, dtype=np.float64), dict(self.token_times_s), plans, shapes, wall_s)
+                              np.asarray(core.itl_s, dtype=np.float64), dict(self.token_times_s), plans, shapes, wall_s,
+                              np.asarray(cycle_end, dtype=np.float64))
 
     def _step_row(self, plan: BatchPlan, start: float, end: float) -> tuple:
         """One `steps` row, taken after `core.complete` (as the simulator records it)."""
