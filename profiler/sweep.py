@@ -28,6 +28,7 @@ from profiler.table import append_rows, existing_keys, key_of, row
 from profiler.timing import Timing, bench, cpu_samples, summarize
 
 OP_FAMILIES = ("gemm", "attention", "decode", "elementwise", "collectives")
+FLUSH_S = 20.0  # one-round sweeps (CUDA) append their rows at least this often
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DECODE_BLOCK_SIZE = 16  # vLLM's default KV block size
 
@@ -364,6 +365,20 @@ def _run_sweep_local(cfg: SweepConfig, out: str | Path, progress: bool) -> Sweep
         for fam in families:
             samples: list[list[float]] = [[] for _ in fam]
             timings: list[Timing | None] = [None] * len(fam)
+            written, flushed_at = 0, time.perf_counter()
+
+            def flush(upto: int) -> None:  # append the rows of fam[written:upto]
+                nonlocal written, flushed_at
+                rows = []
+                for i in range(written, upto):
+                    c = fam[i]
+                    t = timings[i] or summarize(samples[i])
+                    rows.append(row(dev_label, c.op, c.impl, cfg.dtype, t.median_s, t.p10_s, t.p90_s, t.num_samples,
+                                    flops=c.flops, nbytes=c.nbytes, name=c.name, measured_at=_now(), **c.shape))
+                if rows:
+                    res.rows_added += append_rows(out, rows, meta)
+                written, flushed_at = upto, time.perf_counter()
+
             # NOTE: on CPU each case is sampled in `rounds` bursts interleaved with the other cases of its
             # family, so a burst of foreign load on the machine spoils part of every case's samples rather
             # than all samples of a few cases; the median then discards it.
@@ -382,12 +397,12 @@ def _run_sweep_local(cfg: SweepConfig, out: str | Path, progress: bool) -> Sweep
                     del fn
                     if bar:
                         bar.advance(task)
-            rows = []
-            for i, c in enumerate(fam):
-                t = timings[i] or summarize(samples[i])
-                rows.append(row(dev_label, c.op, c.impl, cfg.dtype, t.median_s, t.p10_s, t.p90_s, t.num_samples,
-                                flops=c.flops, nbytes=c.nbytes, name=c.name, measured_at=_now(), **c.shape))
-            res.rows_added += append_rows(out, rows, meta)
+                    # NOTE: with one round (CUDA) a case is final once timed: write every FLUSH_S, so a sweep
+                    # stopped mid-family (a time limit on a lent GPU) keeps what it measured; the table is
+                    # resumable, so the next call times only the rest.
+                    if rounds == 1 and time.perf_counter() - flushed_at > FLUSH_S:
+                        flush(i + 1)
+            flush(len(fam))
             res.per_family[fam[0].family] = res.per_family.get(fam[0].family, 0) + len(fam)
         for world, ops, sizes in coll_ops:
             from profiler.collectives import run_local

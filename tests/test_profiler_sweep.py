@@ -72,6 +72,27 @@ def test_sweep_writes_resumes_and_feeds_the_cost_model(tmp_path):
     assert {op.name: op.source for op in sc.ops}["qkv_proj"] == "measured"
 
 
+def test_one_round_sweep_writes_as_it_goes(tmp_path, monkeypatch):
+    """With one round (as on CUDA) rows are appended while a family is measured, so a sweep stopped by a time
+    limit keeps them, and the next call times only the rest."""
+    import profiler.sweep as sweep
+
+    out = tmp_path / "t.parquet"
+    calls = []
+    real = sweep.append_rows
+
+    def counting(path, rows, meta):
+        calls.append(len(rows))
+        return real(path, rows, meta)
+
+    monkeypatch.setattr(sweep, "FLUSH_S", 0.0)
+    monkeypatch.setattr(sweep, "append_rows", counting)
+    res = run_sweep(_cfg(ops=("gemm",), rounds=1), out, progress=False)
+    n = len(build_cases(_cfg(ops=("gemm",))))
+    assert res.rows_added == n and sum(calls) == n and len(calls) == n  # one append per case
+    assert len(read_profile(out)[0]) == n
+
+
 def _cpu_spec():
     from hwmodels.hardware import GPUSpec
 
