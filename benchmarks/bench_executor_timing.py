@@ -23,6 +23,7 @@
     python benchmarks/bench_executor_timing.py medmean       # mean untimed pass vs kernel medians + glue
     python benchmarks/bench_executor_timing.py jitter        # pass-to-pass variability, back to back / mixed
     python benchmarks/bench_executor_timing.py interp [old|new] # prompt passes 32..256 vs grid interpolation
+    python benchmarks/bench_executor_timing.py heap [ROUNDS] # pass times after a perturbed malloc heap vs not
     python benchmarks/bench_executor_timing.py state [SCHED] # validate --quick: page faults and gc objects of the
                                                              # served run (serve wrapped; gc.collect after each)
 
@@ -68,6 +69,9 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   committed): back to back 8 x 128 log-sd 1.38 %, lag-1..30 autocorrelation 0.48 0.41
   0.54 0.33 0.30 0.28; 2 x 128 5.4 % (p99 +8.8 %), 0.32..-0.02; 24 x 200 1.55 %, 0.63..0.13; random mix of
   2/5/9/14 decodes 2.29 %, 0.63 0.51 0.41 0.24 0.11 0.09.
+- heap (2026-11-26, session "d", 20 rounds alternating): round medians of 8 decodes x 128, control sd 4.05 %
+  (range -4.9..+8.5 %) vs after a heap perturbation 2.34 %; 129-token prompt 1.44 % vs 1.45 %. Both moved
+  together round by round (the machine), the perturbation added nothing.
 - state sarathi (2026-11-26, two runs): 120-135 minor page faults over ~1,900 served passes, gc-tracked objects
   +2,900, none cyclic garbage. But with serve wrapped this way (gc.get_objects() and gc.collect() around every
   serve, the dry runs' included) the cost model over-predicted the served passes by +8.1 % and TPOT p50 came out
