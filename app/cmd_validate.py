@@ -150,9 +150,15 @@ def overhead_rows(profile: Path, op: str | None = None, impl: str | None = None)
 
 
 # ---------------------------------------------------------------------------------------------- profile
-# In-situ grid sweeps: a pilot (for the capacity and a dry run on calibrated step times), then before and after
-# the served run (see ProfileRun.relayout and ProfileRun.finish).
-INSITU_ROUNDS = (1, 1, 2)
+# In-situ grid sweeps: a pilot (for the capacity and a dry run on calibrated step times), then before, during and
+# after the served run (see ProfileRun.relayout, ProfileRun.pauses and ProfileRun.finish).
+INSITU_ROUNDS = (1, 1, 1, 1)
+# The sweep during the served run is cut into this many slices, run off the executor's clock at evenly spaced
+# served times. NOTE: this VM's speed moves by ~1-1.5 % (sd) over seconds to tens of seconds during a run
+# (the cost model's error on served passes in quarters of a 23 s quick run: sd 1.26 % within runs, lag
+# correlation of eighths 0.72 at ~3 s, 0.34 at ~12 s, 0.2 at ~20 s; 106 run folders, `benchmarks/
+# bench_validate.py --windows`): sweeps only before and after the run cannot see it, slices inside it do.
+SERVED_PAUSES = 3
 AFTER_PROMPT_REPS = 8  # decode-after-prompt pairs per batch size, split between before and after the run
 
 
@@ -163,7 +169,9 @@ class ProfileRun:
     path: Path
     device_spec: Path
     session: Any = None  # profiler.executor.insitu.InsituSession with rounds still to run
+    rounds_during: int = 0
     rounds_after: int = 0
+    sweeps: dict = field(default_factory=dict)  # "before" / "during" / "after" -> index in session.sweep_totals
     min_time_s: float = 0.0
     loop_rows: list = field(default_factory=list)
     loop_note: str = ""
@@ -177,13 +185,46 @@ class ProfileRun:
         taken on both sides of the served run put the cost model at the average speed around it instead of
         at the speed of the minute before it. Still op-level measurements of synthetic passes only.
         """
-        if self.session is None or self.rounds_after <= 0:
+        rounds = self.rounds_during + self.rounds_after  # a sweep due during the run that did not run: now
+        if self.session is None or rounds <= 0:
             return False
 
-        say(f"profiling again after the served run ({self.rounds_after} more sweeps of the in-situ grid)")
-        self._measure(self.rounds_after, self.prompt_len, AFTER_PROMPT_REPS // 2)
-        self.rounds_after = 0
+        say(f"profiling again after the served run ({rounds} more sweep{'s' if rounds > 1 else ''} of the in-situ "
+            "grid)")
+        self._measure(rounds, self.prompt_len, AFTER_PROMPT_REPS // 2, "after")
+        self.rounds_during = self.rounds_after = 0
         return True
+
+    def pauses(self, span_s: float, kv_blocks: int) -> list[tuple[float, Callable[[], None]]]:
+        """The sweeps due during the served run (`rounds_during`), as `Executor.serve` pauses: SERVED_PAUSES
+        slices of the grid (`InsituSession.spread`) at evenly spaced served times over `span_s` (e.g. the last
+        arrival). Each slice leaves KV blocks 0..kv_blocks-1 (the served ones) as it found them. Empty when
+        nothing is due."""
+        if self.session is None or self.rounds_during <= 0 or span_s <= 0:
+            return []
+        session, total = self.session, sum(INSITU_ROUNDS)
+        slices = [x for x in session.spread(self.rounds_during, SERVED_PAUSES) if x]
+        totals = session.new_sweep()
+        self.sweeps["during"] = len(session.sweep_totals) - 1
+        self.rounds_during = 0
+
+        def pause(cases: list[int]) -> Callable[[], None]:
+            def run() -> None:
+                saved = session.cache.snapshot(min(kv_blocks, session.cache.num_blocks))
+                try:
+                    session.measure_cases(cases, self.min_time_s / total, 3, 50, total, totals)
+                finally:
+                    session.cache.restore(saved)
+            return run
+
+        return [(span_s * (k + 1) / (len(slices) + 1), pause(c)) for k, c in enumerate(slices)]
+
+    def speed_change(self, first: str, last: str) -> float | None:
+        """The machine's speed change between two named sweeps (`InsituSession.speed_change`); None if either
+        was not run."""
+        if self.session is None or first not in self.sweeps or last not in self.sweeps:
+            return None
+        return self.session.speed_change(self.sweeps[first], self.sweeps[last])
 
     def relayout(self, block_runs, prompt_len: int, say: Callable[[str], None] = lambda s: None,
                  ctx_ratios=None) -> bool:
@@ -195,14 +236,15 @@ class ProfileRun:
         self.session.set_layout(block_runs, ctx_ratios=ctx_ratios)
         self.prompt_len = prompt_len
         say(f"profiling {INSITU_ROUNDS[1]} more sweep(s) on the served KV layout")
-        self._measure(INSITU_ROUNDS[1], prompt_len, AFTER_PROMPT_REPS // 2)
+        self._measure(INSITU_ROUNDS[1], prompt_len, AFTER_PROMPT_REPS // 2, "before")
         return True
 
-    def _measure(self, rounds: int, prompt_len: int, pairs: int) -> None:
+    def _measure(self, rounds: int, prompt_len: int, pairs: int, name: str) -> None:
         from profiler.devices import run_metadata
         from profiler.table import append_rows
 
         self.session.measure(rounds, self.min_time_s / sum(INSITU_ROUNDS), 3, 50, sum(INSITU_ROUNDS))
+        self.sweeps[name] = len(self.session.sweep_totals) - 1
         if prompt_len > 0:
             self.session.measure_after_prompt(prompt_len, reps=pairs)
         self.session.measure_single_streak(reps=max(1, pairs // 2))
@@ -227,8 +269,8 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     (the executor's own weights and KV cache, so the kernels are timed on the memory they will serve from).
     block_runs: run lengths of consecutive KV blocks for the synthetic sequences (see `serving_dry_run`).
     ctx_ratios: how decode contexts of one served pass spread around their mean (`DryRun.ctx_ratios`).
-    split (insitu): measure the pilot sweep (INSITU_ROUNDS[0]) now and leave the rest to `ProfileRun.relayout`
-    and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure decode passes right after a pass of that
+    split (insitu): measure the pilot sweep (INSITU_ROUNDS[0]) now and leave the rest to `ProfileRun.relayout`,
+    `ProfileRun.pauses` (during the served run) and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure decode passes right after a pass of that
     many prompt tokens.
     """
     from hwmodels.models import resolve_model
@@ -266,7 +308,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
             say(f"profiling {spec.name}: every kernel timed inside executor passes -> {profile}")
             model = model or LlamaModel(_dims(cfg, spec), seed=cfg.simulation.seed, dtype=_torch_dtype(cfg.quant.dtype))
             total = sum(INSITU_ROUNDS)
-            before, after = (INSITU_ROUNDS[0], INSITU_ROUNDS[2]) if split else (total, 0)
+            before, during, after = (INSITU_ROUNDS[0], INSITU_ROUNDS[2], INSITU_ROUNDS[3]) if split else (total, 0, 0)
             min_time_s = 0.09 if quick else 0.3
             session = InsituSession(model, block_size=cfg.kv_cache.block_size, dtype=cfg.quant.dtype,
                                     grid=insitu_grid or InsituGrid(), seed=cfg.simulation.seed, clock=clock,
@@ -279,7 +321,7 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
                 session.measure_single_streak(reps=AFTER_PROMPT_REPS // 2)
                 session.measure_jitter()
             session.write(profile)
-            out.session, out.rounds_after, out.min_time_s = session, after, min_time_s
+            out.session, out.rounds_during, out.rounds_after, out.min_time_s = session, during, after, min_time_s
             out.prompt_len = prompt_len
         else:
             say(f"profiling {spec.name} kernels on this CPU (llmsim profile sweep) -> {profile}")
@@ -357,6 +399,8 @@ class ValidationResult:
     # in-situ grid passes after the served run over before it, − 1 (machine speed drift; None: not measured)
     profile_drift: float | None = None
     op_breakdown: pd.DataFrame | None = None  # run_validation(op_breakdown=True): see _op_breakdown
+    # in-situ grid passes in the slices during the served run over before it, − 1 (None: none ran)
+    profile_drift_during: float | None = None
 
     def write_frames(self, out: Path) -> None:
         """measured_/simulated_ requests and steps as parquet; measured steps carry the cost model's
@@ -377,7 +421,7 @@ class ValidationResult:
             "profile": self.profile, "device_spec": self.device_spec, "torch_threads": self.threads,
             "clock": self.clock,
             "load_avg": self.load_avg, "wall_s": self.wall_s, "notes": self.notes,
-            "profile_drift": self.profile_drift,
+            "profile_drift": self.profile_drift, "profile_drift_during": self.profile_drift_during,
             "config": self.config.model_dump(mode="json"),
         })
 
@@ -663,21 +707,28 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         ex.warmup(((256, 0), (64, 0), (1, 128), (1, 16)))
         gc.collect()
         gc.disable()  # NOTE: a collection pause would land inside some pass; serving runs without one
+        reqs = wl.to_requests()
+        pauses = prof.pauses(max((r.arrival_s for r in reqs), default=0.0), sc.num_kv_blocks)
+        if pauses:
+            say(f"the in-situ sweep due during the run runs in {len(pauses)} slices between served passes, off the "
+                "executor's clock")
         t1 = time.perf_counter()
         try:
-            measured = ex.serve(wl.to_requests())
+            measured = ex.serve(reqs, pauses)
         finally:
             gc.enable()
         wall["executor_s"] = time.perf_counter() - t1
         loads["after_executor"] = list(os.getloadavg())
         t3 = time.perf_counter()
-        drift = None
+        drift = during = None
         if prof.finish(say):  # the in-situ rounds left for after the run; the table is rewritten from all samples
             sc, cost = _calibrated(cfg, *_dry_terms(dry))
-            drift = prof.session.speed_change()
+            drift = prof.speed_change("before", "after")
+            during = prof.speed_change("before", "during")
             if drift is not None:
-                say(f"machine speed: the grid's passes took {drift:+.1%} after the served run vs before it "
-                    "(the cost model pools both)")
+                say(f"machine speed: the grid's passes took {drift:+.1%} after the served run vs before it"
+                    + (f", {during:+.1%} in the slices during it" if during is not None else "")
+                    + " (the cost model pools all sweeps)")
         wall["profile_s"] += time.perf_counter() - t3
         del torch
 
@@ -716,7 +767,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                      "served run; latency errors at high load amplify such drift several-fold")
     return ValidationResult(cfg, meas_summary, sim.summary, errors, measured.requests, measured.steps, sim.requests,
                             sim.steps, predicted, capacity, rate, str(profile), str(device_spec), threads, clock, loads,
-                            wall, notes, drift, breakdown)
+                            wall, notes, drift, breakdown, during)
 
 
 def _op_breakdown(cost, measured, records) -> pd.DataFrame:

@@ -18,6 +18,7 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
     python benchmarks/bench_validate.py --kinds OUT/*-cpu-* ...     # pass error by pass kind, mean of runs
     python benchmarks/bench_validate.py --layout OUT/vllm-cpu-0 ...  # KV layout through the run vs pass error
     python benchmarks/bench_validate.py --gaps OUT/vllm-cpu-0 ...    # loop time between passes, by arrivals
+    python benchmarks/bench_validate.py --windows OUT/*-cpu-* ...   # pass error within/between runs; p50s vs it
 
 Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
 (`--record benchmarks/bench_validate.results.jsonl`).
@@ -257,6 +258,56 @@ def timeline(folders: list[Path], window_s: float = 1.0) -> None:
               + " ".join(f"{int(k * window_s)}s {v:+.1%}" for k, v in d.mean(axis=1).items()))
 
 
+def windows(folders: list[Path]) -> None:
+    """How the cost model's error on served pass cycles varies within and between runs, and how latency p50
+    errors follow it. Per run folder: the error over the whole run and over 1/2, 1/4, 1/8 of its time; runs
+    are grouped by their parent folder (one bench invocation, one code version) and each group's mean is taken
+    out before the spreads. Prints the spread (sd) of the error over whole runs and over windows, the lag
+    correlation of eighths (how long the machine's speed stays put), and the least-squares fit of each p50
+    error (TTFT, TPOT, e2e; from the run's measured and simulated request frames) on the run's pass error."""
+    import numpy as np
+    import pandas as pd
+
+    from simulator.metrics import request_latencies
+
+    rows = []
+    for f in folders:
+        m = _steps(f, "--windows")
+        t = m["start_s"].to_numpy()
+        span = float(m["end_s"].max())
+        r = {"group": str(f.parent), "run": str(f), "all": m["predicted_s"].sum() / m["d"].sum() - 1}
+        for k in (2, 4, 8):
+            for q in range(k):
+                x = m[(t >= q * span / k) & (t < (q + 1) * span / k)]
+                r[f"{k}_{q}"] = x["predicted_s"].sum() / x["d"].sum() - 1 if len(x) else np.nan
+        try:
+            lat = [request_latencies(pd.read_parquet(f / n)) for n in ("measured_requests.parquet",
+                                                                      "simulated_requests.parquet")]
+            for key in ("ttft", "tpot", "e2e"):
+                r[key] = float(np.median(lat[1][f"{key}_s"]) / np.median(lat[0][f"{key}_s"]) - 1)
+        except (OSError, KeyError, ValueError):
+            pass
+        rows.append(r)
+    d = pd.DataFrame(rows)
+    num = d.drop(columns=["group", "run"])
+    dev = num - num.groupby(d["group"]).transform("mean")
+    print(f"{len(d)} runs in {d['group'].nunique()} groups; pass-cycle error over the whole run: mean "
+          f"{num['all'].mean():+.2%}, sd {num['all'].std():.2%} (sd within groups {dev['all'].std():.2%})")
+    for k in (2, 4, 8):
+        v = np.concatenate([dev[f"{k}_{q}"].to_numpy() for q in range(k)])
+        print(f"  sd within groups over 1/{k} of a run: {np.nanstd(v):.2%}")
+    e = np.array([dev[f"8_{q}"].to_numpy() for q in range(8)]).T
+    print("  lag correlation of eighths: " + " ".join(
+        f"{lag}: {np.corrcoef(e[:, :-lag].ravel(), e[:, lag:].ravel())[0, 1]:.2f}" for lag in range(1, 8)))
+    for key in ("ttft", "tpot", "e2e"):
+        if key in num and num[key].notna().sum() > 2:
+            ok = num[key].notna()
+            slope, icpt = np.polyfit(num["all"][ok], num[key][ok], 1)
+            corr = np.corrcoef(num["all"][ok], num[key][ok])[0, 1]
+            print(f"  {key} p50 error = {slope:.2f} x pass error {icpt:+.2%} (correlation {corr:.2f}, "
+                  f"{int(ok.sum())} runs)")
+
+
 def summary(path: Path, note: str = "") -> None:
     """Recorded runs (a --record file) whose note contains `note`: per scheduler, how many met the target and
     the mean / range of each p50 error and of the cost model's error on the served passes."""
@@ -403,8 +454,8 @@ def main() -> None:
         return
     modes = {"--sensitivity": sensitivity, "--jitter": jitter, "--oracle": oracle, "--layout": layout,
              "--gaps": gaps}
-    if len(sys.argv) > 2 and sys.argv[1] in ("--timeline", "--kinds"):
-        (timeline if sys.argv[1] == "--timeline" else kinds)([Path(d) for d in sys.argv[2:]])
+    if len(sys.argv) > 2 and sys.argv[1] in ("--timeline", "--kinds", "--windows"):
+        {"--timeline": timeline, "--kinds": kinds, "--windows": windows}[sys.argv[1]]([Path(d) for d in sys.argv[2:]])
         return
     if len(sys.argv) > 2 and sys.argv[1] in modes:
         for d in sys.argv[2:]:
@@ -445,17 +496,18 @@ def main() -> None:
                          "rate_per_s": res.rate_per_s, "capacity_per_s": res.capacity_per_s,
                          "num_requests": int(len(res.measured_requests)), "run_s": time.perf_counter() - t1,
                          "phases_s": res.wall_s, "load_avg_before": list(before),
-                         "profile_drift": res.profile_drift,
+                         "profile_drift": res.profile_drift, "profile_drift_during": res.profile_drift_during,
                          "load_avg_after": list(os.getloadavg())})
             r = runs[-1]
             print(f"{sched:8s} #{rep} " + " ".join(f"{k} {r['errors'][k]:+.1%}" for k in KEYS
                                                    if r["errors"][k] is not None)
                   + f" | passes {r['cost_model_on_measured_passes']:+.1%}"
                   + (f" | drift {res.profile_drift:+.1%}" if res.profile_drift is not None else "")
+                  + (f" (during {res.profile_drift_during:+.1%})" if res.profile_drift_during is not None else "")
                   + f" | load {before[0]:.1f}->"
                     f"{r['load_avg_after'][0]:.1f} | {r['run_s']:.0f} s", flush=True)
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host_cores": os.cpu_count(),
-              "load_avg_start": list(load0), "preset": "validate --quick (small-llama, in-situ split profile)",
+              "load_avg_start": list(load0), "preset": "validate --quick (small-llama, in-situ profile before, during and after serving)",
               "runs": runs}
     (args.out / "bench_validate.json").write_text(json.dumps(record, indent=2) + "\n")
     if args.record:

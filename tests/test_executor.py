@@ -211,3 +211,59 @@ def test_prefix_cache_hits_reuse_kv_and_keep_greedy_outputs(model):
     assert res.requests.num_cached_tokens.sum() > 0, "scenario should hit the prefix cache"
     for r in reqs:
         assert res.output_tokens[r.id] == _greedy_alone(model, r, seed=2), f"request {r.id}"
+
+
+def test_pauses_run_off_the_clock_once_each_and_keep_the_served_run(model):
+    """`serve(pauses=...)`: each pause runs once, after the first pass ending at or past its time (late ones after
+    the last pass); the served timeline and tokens are those of a run without pauses when a pause restores the
+    KV blocks it overwrote — and they are not when it does not (the test can see a clobbered cache)."""
+    reqs = _requests(12, seed=5)
+    calls: list[tuple[float, float]] = []
+    ex: list[Executor] = []
+
+    def serve(pauses):
+        core = ReplicaCore(make_scheduler(VLLMSchedulerConfig()), PagedKVManager(64, 8), max_model_len=512)
+        ex[:] = [Executor(model, core, clock=VirtualClock(lambda s: 1e-3 + 1e-5 * s.num_tokens), seed=3)]
+        return ex[0].serve([Request(r.id, r.arrival_s, r.prompt_len, r.output_len) for r in reqs], pauses)
+
+    def pause(t, restore=True):
+        def fn():
+            e = ex[0]
+            calls.append((t, e.clock.now()))
+            saved = e.cache.snapshot(64)
+            e.cache.k.normal_()
+            e.cache.v.normal_()
+            if restore:
+                e.cache.restore(saved)
+        return t, fn
+
+    base = serve(())
+    span = base.steps.end_s.max()
+    res = serve([pause(span * 0.6), pause(span * 0.3), pause(span * 10)])
+    assert [t for t, _ in calls] == [span * 0.3, span * 0.6, span * 10]
+    ends = res.steps.end_s.to_numpy()
+    for t, at in calls[:2]:
+        assert at == ends[ends >= t].min()  # right after the first pass that ends at or past t
+    assert calls[2][1] == ends.max()  # past the run: after the last pass
+    assert res.steps.equals(base.steps) and res.requests.equals(base.requests)
+    assert res.output_tokens == base.output_tokens
+    assert serve([pause(span * 0.3, restore=False)]).output_tokens != base.output_tokens
+
+
+def test_clocks_leave_excluded_work_off():
+    import time
+
+    from profiler.executor import CPUClock, WallClock
+
+    def burn():  # 50 ms of this thread's CPU time
+        t = time.thread_time()
+        while time.thread_time() - t < 0.05:
+            pass
+
+    for clock, work in ((CPUClock(), burn), (WallClock(), lambda: time.sleep(0.05))):
+        clock.start()
+        a = clock.now()
+        t = time.perf_counter()
+        clock.excluding(work)
+        assert time.perf_counter() - t > 0.01  # the work took real time ...
+        assert clock.now() - a < 0.005  # ... that the clock does not show

@@ -1,6 +1,7 @@
 """KV block layout from the policies, the split in-situ profile, and the executor's process settings."""
 from __future__ import annotations
 
+import json
 import platform
 import time
 
@@ -89,8 +90,6 @@ def test_ragged_contexts_keep_the_total_and_follow_the_served_spread():
 
 
 def test_split_profile_pools_samples_from_both_sides_of_the_run(tmp_path):
-    import json
-
     from app.cmd_validate import ensure_profile, quick_config
     from hwmodels.profiled import read_profile
     from profiler.executor.insitu import InsituGrid
@@ -231,3 +230,60 @@ def test_single_streak_rows_and_cost_term():
     assert cm.stage_seconds(BatchShape.from_seqs([(1, 10)])) == pytest.approx(0.01 + 2e-4)
     assert cm.stage_seconds(BatchShape.from_seqs([(1, 10)] * 2)) == pytest.approx(0.01)
     assert cm.stage_seconds(BatchShape.from_seqs([(20, 0)])) == pytest.approx(0.01)
+
+
+def test_profile_sweep_during_the_run_in_slices(tmp_path):
+    """The sweep due during the served run: SERVED_PAUSES slices that together measure every case once per
+    round (each round in its own seeded order), keep the served KV blocks, add samples, and name their sweep for
+    `speed_change`; not run during the run, `finish` runs it."""
+    from app.cmd_validate import INSITU_ROUNDS, SERVED_PAUSES, ensure_profile, quick_config
+    from hwmodels.profiled import read_profile
+    from profiler.executor.insitu import InsituGrid
+    from simulator.config import validate_config
+
+    (tmp_path / "config.json").write_text(json.dumps(SMALL_MODEL))
+    d = quick_config("sarathi")
+    d["model"] = {"name": "small", "hf_config": str(tmp_path / "config.json")}
+    d["kv_cache"]["num_blocks"] = 64
+    cfg = validate_config(d)
+    grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16, 32), decode_extra=(), mixed=((8, 0, 2, 16),),
+                      prefill=((1, 8), (2, 9)), chunks=((8, 16),))
+
+    def profile(sub):
+        prof = ensure_profile(cfg, tmp_path / sub, None, None, True, lambda s: None, clock="cpu", insitu_grid=grid,
+                              split=True)
+        assert prof.relayout([2], prompt_len=16)
+        return prof
+
+    prof = profile("a")
+    s = prof.session
+    order = s.spread(2, 3)
+    assert len(order) == 3 and abs(len(order[0]) - len(order[2])) <= 1
+    flat = sum(order, [])
+    assert sorted(flat) == sorted(list(range(len(s.cases))) * 2) and s.spread(2, 3) == order
+    assert INSITU_ROUNDS[2] >= 1 and prof.rounds_during == INSITU_ROUNDS[2]
+
+    served = 16  # blocks 0..15 stand for the served ones; the grid's sequences lie on all of the cache
+    pauses = prof.pauses(10.0, served)
+    assert [t for t, _ in pauses] == [10.0 * k / (SERVED_PAUSES + 1) for k in range(1, SERVED_PAUSES + 1)]
+    assert prof.pauses(10.0, served) == []  # handed out once
+    s.cache.k.fill_(1.5)
+    for _, fn in pauses:
+        fn()
+    assert bool((s.cache.k[:, :served] == 1.5).all())  # the served blocks are as they were
+    assert not bool((s.cache.k[:, served:] == 1.5).all())  # the slices did write the cache beyond them
+    during = s.sweep_totals[prof.sweeps["during"]]
+    assert set(during) == set(range(len(s.cases)))  # every case once
+    assert prof.finish()
+    assert set(prof.sweeps) == {"before", "during", "after"}
+    for a, b in (("before", "after"), ("before", "during")):
+        change = prof.speed_change(a, b)
+        assert change is not None and -0.5 < change < 0.5
+
+    df, _ = read_profile(prof.path)
+    prof2 = profile("b")  # no pauses taken: finish runs the sweep due during the run too
+    assert prof2.finish() and "during" not in prof2.sweeps and prof2.speed_change("before", "during") is None
+    df2, _ = read_profile(prof2.path)
+    glue = [int(x[(x.op == "executor_overhead") & (x.num_seqs == 1) & (x.num_tokens == 1)].num_samples.iloc[0])
+            for x in (df, df2)]
+    assert glue[0] == glue[1]  # the same number of sweeps either way

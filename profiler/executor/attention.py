@@ -31,6 +31,16 @@ class PagedKVCache:
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
 
+    def snapshot(self, num_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of blocks 0..num_blocks-1 (e.g. the blocks a KV manager hands out), for `restore`."""
+        return self.k[:, :num_blocks].clone(), self.v[:, :num_blocks].clone()
+
+    def restore(self, saved: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Put back what `snapshot` copied."""
+        n = saved[0].shape[1]
+        self.k[:, :n].copy_(saved[0])
+        self.v[:, :n].copy_(saved[1])
+
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """k/v [T, Hkv, D] go to flat slots [T]."""
         hkv, d = k.shape[1], k.shape[2]

@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -318,24 +318,46 @@ class InsituSession:
         NOTE: samples of every round are pooled: a burst of foreign load then spoils part of every row's
         samples (which the median drops) rather than all samples of the rows measured during it.
         """
+        totals = self.new_sweep()
+        for _ in range(rounds):
+            self.measure_cases(range(len(self.cases)), min_time_s, min_reps, max_reps, total_rounds, totals)
+
+    def new_sweep(self) -> dict[int, list[float]]:
+        """Start a sweep: the untimed pass seconds of the cases measured into it are compared by `speed_change`."""
         totals: dict[int, list[float]] = defaultdict(list)
         self.sweep_totals.append(totals)
-        for _ in range(rounds):
-            for i, (kind, seqs) in enumerate(self.cases):
-                reps = _time_pass(self.model, self.cache, self.served_rows(seqs), self.block_size, self.perm, min_time_s,
-                                  max(1, -(-min_reps // total_rounds)), max(1, max_reps // total_rounds),
-                                  CLOCKS[self.clock])
-                _measure(kind, seqs, reps, self.calls, self.glue, self.checks, self.overhead)
-                totals[i] += [untimed for untimed, _, _ in reps]
+        return totals
 
-    def speed_change(self) -> float | None:
-        """Median over the grid's passes of (untimed pass time in the last measure() call) / (in the call
-        before) − 1: how much the machine's speed moved between the two sweeps (e.g. before and after a served
-        run, on the same layout). None before two calls."""
+    def measure_cases(self, indices: Iterable[int], min_time_s: float, min_reps: int, max_reps: int,
+                      total_rounds: int, totals: dict[int, list[float]]) -> None:
+        """Measure the grid's cases `indices` (into `self.cases`) once each, as one round of `measure` does."""
+        for i in indices:
+            kind, seqs = self.cases[i]
+            reps = _time_pass(self.model, self.cache, self.served_rows(seqs), self.block_size, self.perm, min_time_s,
+                              max(1, -(-min_reps // total_rounds)), max(1, max_reps // total_rounds),
+                              CLOCKS[self.clock])
+            _measure(kind, seqs, reps, self.calls, self.glue, self.checks, self.overhead)
+            totals[i] += [untimed for untimed, _, _ in reps]
+
+    def spread(self, rounds: int, parts: int) -> list[list[int]]:
+        """`rounds` sweeps of the grid cut into `parts` consecutive slices of case indices, each round in its
+        own seeded random order: measured at `parts` moments, every slice holds a random share of the cases
+        (decode, prompt, chunk) rather than one kind."""
+        rng = np.random.default_rng((self.seed, 0x5B5))
+        order = np.concatenate([rng.permutation(len(self.cases)) for _ in range(rounds)]) if rounds > 0 else []
+        return [[int(i) for i in part] for part in np.array_split(np.asarray(order, dtype=int), max(1, parts))]
+
+    def speed_change(self, first: int = -2, last: int = -1) -> float | None:
+        """Median over the grid's passes of (untimed pass time in sweep `last`) / (in sweep `first`) − 1 (sweeps
+        in the order `new_sweep` started them): how much the machine's speed moved between them (e.g. before
+        and after a served run, on the same layout). None without both sweeps or common cases."""
         if len(self.sweep_totals) < 2:
             return None
-        a, b = self.sweep_totals[-2], self.sweep_totals[-1]
-        ratios = [np.median(b[i]) / np.median(a[i]) for i in a if i in b and np.median(a[i]) > 0]
+        try:
+            a, b = self.sweep_totals[first], self.sweep_totals[last]
+        except IndexError:
+            return None
+        ratios = [np.median(b[i]) / np.median(a[i]) for i in a if b.get(i) and np.median(a[i]) > 0]
         return float(np.median(ratios)) - 1.0 if ratios else None
 
     def served_rows(self, seqs):

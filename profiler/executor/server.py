@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -91,6 +91,12 @@ class WallClock:
     def pass_done(self, shape: BatchShape) -> None:
         """The pass really took its time; nothing to add."""
 
+    def excluding(self, fn: Callable[[], None]) -> None:
+        """Run `fn` off the clock: the served timeline resumes where it stopped (arrivals move with it)."""
+        t = time.perf_counter()
+        fn()
+        self.t0 += time.perf_counter() - t
+
 
 class CPUClock:
     """This thread's CPU seconds since `start()`, plus idle gaps: the executor's time on a core of its own.
@@ -122,6 +128,12 @@ class CPUClock:
     def pass_done(self, shape: BatchShape) -> None:
         """The pass's CPU time is already on the clock."""
 
+    def excluding(self, fn: Callable[[], None]) -> None:
+        """Run `fn` off the clock: its CPU seconds are not the executor's."""
+        t = time.thread_time()
+        fn()
+        self.t0 += time.thread_time() - t
+
 
 class VirtualClock:
     """Simulated seconds: a pass takes `step_seconds(shape)`, idle waits jump to the next arrival."""
@@ -141,6 +153,9 @@ class VirtualClock:
 
     def pass_done(self, shape: BatchShape) -> None:
         self.t += self.step_seconds(shape)
+
+    def excluding(self, fn: Callable[[], None]) -> None:
+        fn()
 
 
 @contextlib.contextmanager
@@ -286,8 +301,14 @@ class Executor:
                 self.model.forward_packed(ids, batch, self.cache, torch.tensor([n - 1], device=self.model.device))
 
     # -- the serving loop -------------------------------------------------------------------------
-    def serve(self, requests: list[Request]) -> ExecutorResult:
-        """Serve `requests` (arrival_s relative to the start) to completion; returns the frames."""
+    def serve(self, requests: list[Request],
+              pauses: Sequence[tuple[float, Callable[[], None]]] = ()) -> ExecutorResult:
+        """Serve `requests` (arrival_s relative to the start) to completion; returns the frames.
+
+        pauses: (t, fn) pairs: after the first pass that ends at or past served time t, `fn` runs off the
+        executor's clock (`clock.excluding`) — `llmsim validate` spreads profile sweeps through the run this way.
+        The served timeline is that of a run without the pause; only the pass right after it starts on caches
+        that `fn` left. `fn` must leave the KV cache's served blocks as it found them."""
         core, clock = self.core, self.clock
         vocab = self.model.dims.vocab_size
         pending = sorted(requests, key=lambda r: (r.arrival_s, r.id))
@@ -313,6 +334,7 @@ class Executor:
                 j += 1
             return j
 
+        todo = sorted(pauses, key=lambda p: p[0])
         cycle_end: list[float] = []  # per pass: when the loop's work after it (complete, admit, its row) ended
         while i < n or core.has_work():
             now = clock.now()
@@ -336,8 +358,12 @@ class Executor:
             i = admit(end)  # arrivals during the pass were queued meanwhile; they wait for the next pass
             steps.append(self._step_row(plan, now, end))
             shapes.append(plan.shape)
+            while todo and end >= todo[0][0]:
+                clock.excluding(todo.pop(0)[1])
         if len(cycle_end) < len(steps):
             cycle_end.append(clock.now())
+        for _, fn in todo:  # due after the last pass: run them still (off the clock), as promised
+            clock.excluding(fn)
         wall_s = time.perf_counter() - wall0
         outputs = {r.id: self.tokens[r.id][r.prompt_len:] for r in pending if r.id in self.tokens}
         return ExecutorResult(requests_frame(pending), pd.DataFrame(steps, columns=STEP_COLUMNS), outputs,
