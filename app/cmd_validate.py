@@ -9,8 +9,10 @@ Profile (default "insitu"): every kernel of the executor timed where it runs, in
 passes on the executor's own model and KV cache (profiler.executor.insitu), plus the pass glue around the
 kernels, the serving loop, a decode pass right after a prompt pass, one-sequence decode passes right after
 other passes (`executor_single_streak`) and prompt+decode attention as ops of their own; the synthetic
-sequences lie on KV blocks laid out as the policies lay them out in serving (profiler.executor.layout). The sweeps are split: a pilot, one on the layout of a dry run at the served
-rate, then the served run, then the rest, so the machine's slow drift averages out. "sweep" uses the
+sequences lie on KV blocks laid out as the policies lay them out in serving (profiler.executor.layout). The
+sweeps are spread over time: a pilot, one on the layout of a dry run at the served rate, one during the served
+run (in slices between passes, off the executor's clock: `ProfileRun.pauses`), one after it, so the cost model
+sees the machine at the speeds the served passes ran at. "sweep" uses the
 `llmsim profile` kernel sweep instead. Either way the cost model is calibrated only from op-level
 measurements of synthetic passes, never from the executor's serving timings. Errors are signed:
 simulated / measured − 1. The executor and the simulator build their ReplicaCore from the same config
@@ -182,8 +184,9 @@ class ProfileRun:
 
         NOTE: this VM's speed drifts by +-3 % over minutes (common to every kernel; measured 2026-11-25 with a
         fixed 512-hidden pass in 10 s windows over 4 min, `benchmarks/bench_executor_timing.py drift`); samples
-        taken on both sides of the served run put the cost model at the average speed around it instead of
-        at the speed of the minute before it. Still op-level measurements of synthetic passes only.
+        taken before, during (`pauses`) and after the served run put the cost model at the speed the served
+        passes ran at instead of the speed of the minute before them. Still op-level measurements of
+        synthetic passes only.
         """
         rounds = self.rounds_during + self.rounds_after  # a sweep due during the run that did not run: now
         if self.session is None or rounds <= 0:

@@ -3,6 +3,8 @@
     python benchmarks/bench_executor_timing.py layout        # decode attention vs KV block run length
     python benchmarks/bench_executor_timing.py drift [SECS]  # one fixed pass in 10 s windows (machine drift)
     python benchmarks/bench_executor_timing.py predecessor   # a decode pass after itself / a prompt / Python work
+    python benchmarks/bench_executor_timing.py prompt_pred   # a prompt pass after the profile's conditioning vs others
+    python benchmarks/bench_executor_timing.py prompt_blocks # a prompt pass writing the same KV blocks vs fresh ones
     python benchmarks/bench_executor_timing.py models [SECS] # pass-time spread: examples/tiny-llama vs small-llama
     python benchmarks/bench_executor_timing.py mixed         # a mixed (chunk + decodes) pass after itself / a decode
     python benchmarks/bench_executor_timing.py fragmentation # KV run length over a served run (policy dry run only)
@@ -457,14 +459,16 @@ def replay(sched: str = "sarathi") -> None:
     print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")})
     groups = [("decode passes", ~pre), *((f"  decode, {lo + 1}-{hi} seqs", ~pre & (b > lo) & (b <= hi))
                                         for lo, hi in ((0, 1), (1, 4), (4, 16), (16, 64))),
-              ("passes with prompt tokens", pre), ("all passes", pre | ~pre)]
+              ("passes with prompt tokens", pre), ("  one prompt alone", pre & (b == 1) & (st["decode_tokens"].to_numpy() == 0)),
+              ("all passes", pre | ~pre)]
     for name, m in groups:
         if not m.any():
             continue
         print(f"{name} ({m.sum()}): served forward {fw[m].sum():.3f} s; replayed in order "
               f"{in_order[m].sum() / fw[m].sum() - 1:+.2%}, right after itself {after_self[m].sum() / fw[m].sum() - 1:+.2%}"
               f"; synthetic twin vs replayed after itself {twin[m].sum() / after_self[m].sum() - 1:+.2%}"
-              f"; cost model vs served pass (loop included) {pred[m].sum() / dur[m].sum() - 1:+.2%}")
+              f"; cost model vs served pass (loop included) {pred[m].sum() / dur[m].sum() - 1:+.2%}"
+              f", vs twin {pred[m].sum() / twin[m].sum() - 1:+.2%}")
     # The same by quarter of the run: a slowdown late in the served run that the replays (same KV state, right
     # after the run) share is the state's; one they do not share is the serving's.
     q = np.minimum(4 * np.arange(n) // max(n, 1), 3)
@@ -815,6 +819,56 @@ def heap(rounds: int = 16, passes: int = 15) -> None:
                   + " ".join(f"{v * 1e3:.2f}" for v in x), flush=True)
 
 
+def prompt_pred(reps: int = 40) -> None:
+    """A one-prompt pass (L tokens) after the profile's conditioning pass (CONDITION: 4 decodes at 128) vs after
+    the passes that precede served ones (decode batches of 1..25 sequences, another prompt): median ms and the
+    ratio to the conditioned one, interleaved round-robin so the machine's drift is common to all."""
+    from profiler.executor.insitu import CONDITION
+
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0).tolist()
+    before = {"condition (4x128)": _pass_fn(model, cache, CONDITION, 16, perm[1500:], CLOCK),
+              "1 decode @160": _pass_fn(model, cache, [(1, 160)], 16, perm[1500:], CLOCK),
+              "12 decodes @160": _pass_fn(model, cache, [(1, 160)] * 12, 16, perm[1500:], CLOCK),
+              "25 decodes @160": _pass_fn(model, cache, [(1, 160)] * 25, 16, perm[1200:], CLOCK),
+              "a 150-token prompt": _pass_fn(model, cache, [(150, 0)], 16, perm[1900:], CLOCK)}
+    for length in (50, 100, 160, 230):
+        prompt = _pass_fn(model, cache, [(length, 0)], 16, perm[:100], CLOCK)
+        ts: dict[str, list[float]] = {k: [] for k in before}
+        for _ in range(reps):
+            for name, fn in before.items():
+                fn()
+                ts[name].append(prompt())
+        ref = np.median(ts["condition (4x128)"])
+        print(f"{length}-token prompt: " + "; ".join(f"after {k} {np.median(v) * 1e3:.3f} ms ({np.median(v) / ref - 1:+.1%})"
+                                                    for k, v in ts.items()), flush=True)
+
+
+def prompt_blocks(reps: int = 30) -> None:
+    """A one-prompt pass (L tokens, after the profile's conditioning pass) whose KV goes to the same blocks every
+    time, as the in-situ grid times it, vs to fresh blocks each time (rotating through the cache, as a served
+    prompt gets blocks off the free list): median ms, interleaved so the machine's drift is common to both."""
+    from profiler.executor.insitu import CONDITION
+
+    model, cache = _setup(SMALL)
+    perm = block_order(NUM_BLOCKS, [3], 0).tolist()
+    cond = _pass_fn(model, cache, CONDITION, 16, perm[-40:], CLOCK)
+    for length in (50, 100, 160, 230):
+        nb = -(-length // 16)
+        same = _pass_fn(model, cache, [(length, 0)], 16, perm[:nb], CLOCK)
+        fresh = [_pass_fn(model, cache, [(length, 0)], 16, perm[nb * (k + 1):nb * (k + 2)], CLOCK)
+                 for k in range(min(reps, (NUM_BLOCKS - 40) // nb - 2))]
+        a, b = [], []
+        same()
+        for fn in fresh:
+            cond()
+            a.append(same())
+            cond()
+            b.append(fn())
+        print(f"{length}-token prompt: same blocks {np.median(a) * 1e3:.3f} ms, fresh blocks {np.median(b) * 1e3:.3f} ms "
+              f"({np.median(b) / np.median(a) - 1:+.1%}, {(np.median(b) - np.median(a)) * 1e6:+.0f} us)", flush=True)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
@@ -828,6 +882,8 @@ def main() -> None:
         "models": (lambda a: drift(float(a) if a else 60.0, 3.0, (("tiny-llama", TINY), ("small-llama", SMALL))),
                    "models [SECS]"),
         "predecessor": (lambda a: predecessor(), "predecessor"),
+        "prompt_pred": (lambda a: prompt_pred(int(a) if a else 40), "prompt_pred [REPS]"),
+        "prompt_blocks": (lambda a: prompt_blocks(int(a) if a else 30), "prompt_blocks [REPS]"),
         "mixed": (lambda a: mixed(), "mixed"),
         "gemm": (lambda a: gemm(), "gemm"),
         "gather": (lambda a: gather(), "gather"),
