@@ -765,9 +765,12 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
         notes.append(f"simulated with the pass-time jitter measured on this device (log-sd {jitter['sd']:.1%}, "
                      f"lag-1 autocorrelation {jitter['autocorrelation']:.2f}); simulated latency percentiles and "
                      f"throughput are means over {draws} draws of it, the CDFs and pass times show the first")
-    if drift is not None and abs(drift) > 0.02:
-        notes.append(f"this machine's speed moved by {drift:+.1%} between the profile sweeps before and after the "
-                     "served run; latency errors at high load amplify such drift several-fold")
+    moved = {name: x for name, x in (("after", drift), ("during", during)) if x is not None and abs(x) > 0.02}
+    if moved:
+        notes.append("this machine's speed moved between the profile sweeps: the grid's passes took "
+                     + ", ".join(f"{x:+.1%} {name} the served run" for name, x in moved.items())
+                     + " vs before it (the cost model pools all sweeps); latency errors at high load amplify a "
+                     "pass-time error several-fold")
     return ValidationResult(cfg, meas_summary, sim.summary, errors, measured.requests, measured.steps, sim.requests,
                             sim.steps, predicted, capacity, rate, str(profile), str(device_spec), threads, clock, loads,
                             wall, notes, drift, breakdown, during)

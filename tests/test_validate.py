@@ -158,6 +158,9 @@ def test_small_end_to_end_validation_holds_together(small_run):
     assert len(res.predicted_step_s) == len(res.measured_steps) and np.all(res.predicted_step_s > 0)
     payload = res.as_json()
     assert set(ERROR_KEYS) <= set(payload["errors"]) and payload["clock"] == "cpu"
+    # the sweep due during the run ran there (in slices off the clock), and the machine's speed is reported
+    # for it and for the sweep after the run, each against the sweep before
+    assert payload["profile_drift_during"] is not None and payload["profile_drift"] is not None
     json.dumps(payload)  # plain JSON types only
 
 
