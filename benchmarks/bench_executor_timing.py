@@ -25,6 +25,7 @@
     python benchmarks/bench_executor_timing.py medmean       # mean untimed pass vs kernel medians + glue
     python benchmarks/bench_executor_timing.py jitter        # pass-to-pass variability, back to back / mixed
     python benchmarks/bench_executor_timing.py interp [old|new] # prompt passes 32..256 vs grid interpolation
+    python benchmarks/bench_executor_timing.py faults [SCHED] # validate --quick: minor page faults per served pass
     python benchmarks/bench_executor_timing.py heap [ROUNDS] # pass times after a perturbed malloc heap vs not
     python benchmarks/bench_executor_timing.py state [SCHED] # validate --quick: page faults and gc objects of the
                                                              # served run (serve wrapped; gc.collect after each)
@@ -764,9 +765,9 @@ def state(sched: str = "sarathi") -> None:
 
     orig = server.Executor.serve
 
-    def serve(self, reqs):
+    def serve(self, reqs, *args, **kwargs):
         f0, n0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, len(gc.get_objects())
-        res = orig(self, reqs)
+        res = orig(self, reqs, *args, **kwargs)
         f1, n1 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, len(gc.get_objects())
         print(f"{type(self).__name__}.serve: {len(res.steps)} passes, {f1 - f0} minor faults, gc objects {n0} -> "
               f"{n1}, gc.collect() found {gc.collect()}", flush=True)
@@ -786,6 +787,49 @@ def state(sched: str = "sarathi") -> None:
           f"rate {res.rate_per_s:.2f}/s of capacity {res.capacity_per_s:.2f}/s",
           f"TPOT p50 measured {res.measured['tpot_s']['p50'] * 1e3:.2f} ms, simulated "
           f"{res.simulated['tpot_s']['p50'] * 1e3:.2f} ms")
+
+
+def faults(sched: str = "vllm") -> None:
+    """`validate --quick` with the minor page faults of this thread counted over every served pass (run_pass,
+    the forward and sampling): by pass kind, the share of passes with any and the mean per pass. A pass
+    that faults in fresh heap pages (its temporaries outgrow what earlier passes left) pays the kernel's
+    page zeroing, which the profile's repeated passes of one shape do not."""
+    import resource
+    import tempfile
+
+    from app.cmd_validate import quick_config, run_validation
+    from profiler.executor import server
+    from simulator.config import validate_config
+
+    orig = server.Executor.run_pass
+    per_pass: list[tuple[int, int, int]] = []  # (prompt tokens, decode tokens, faults) of CPU-clock passes
+
+    def run_pass(self, plan):
+        if type(self.clock).__name__ != "CPUClock":  # the policy dry runs use a virtual clock
+            return orig(self, plan)
+        f0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        out = orig(self, plan)
+        s = plan.shape
+        per_pass.append((s.num_prefill_tokens, s.num_decode_tokens,
+                         resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f0))
+        return out
+
+    server.Executor.run_pass = run_pass
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
+                                 clock="cpu")
+    finally:
+        server.Executor.run_pass = orig
+    a = np.array(per_pass)
+    print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")})
+    kinds = (("prompt only", (a[:, 0] > 0) & (a[:, 1] == 0)), ("prompt and decodes", (a[:, 0] > 0) & (a[:, 1] > 0)),
+             ("decode only", a[:, 0] == 0))
+    for name, m in kinds:
+        if m.any():
+            f = a[m, 2]
+            print(f"{name}: {m.sum()} passes, {np.mean(f > 0):.1%} with minor faults, {f.mean():.1f} faults per pass "
+                  f"(max {f.max()})")
 
 
 def heap(rounds: int = 16, passes: int = 15) -> None:
@@ -898,6 +942,7 @@ def main() -> None:
         "single": (lambda a: single(), "single"),
         "glue": (lambda a: glue(sys.argv[2:]), "glue TABLE..."),
         "state": (lambda a: state(a or "sarathi"), "state [SCHED]"),
+        "faults": (lambda a: faults(a or "vllm"), "faults [SCHED]"),
         "loop": (lambda a: loop(a or "vllm"), "loop [SCHED]"),
         "replay": (lambda a: replay(a or "sarathi"), "replay [SCHED]"),
         "served": (lambda a: served(a or "sarathi"), "served [SCHED]"),
