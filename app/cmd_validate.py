@@ -273,8 +273,8 @@ def ensure_profile(cfg: Config, work_dir: Path, profile: Optional[Path], device_
     block_runs: run lengths of consecutive KV blocks for the synthetic sequences (see `serving_dry_run`).
     ctx_ratios: how decode contexts of one served pass spread around their mean (`DryRun.ctx_ratios`).
     split (insitu): measure the pilot sweep (INSITU_ROUNDS[0]) now and leave the rest to `ProfileRun.relayout`,
-    `ProfileRun.pauses` (during the served run) and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure decode passes right after a pass of that
-    many prompt tokens.
+    `ProfileRun.pauses` (during the served run) and `ProfileRun.finish`. prompt_len (insitu, > 0): also measure
+    decode passes right after a pass of that many prompt tokens.
     """
     from hwmodels.models import resolve_model
     from profiler.devices import cpu_device_spec, device_name, run_metadata, write_device_spec

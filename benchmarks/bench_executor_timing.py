@@ -460,7 +460,8 @@ def replay(sched: str = "sarathi") -> None:
     print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")})
     groups = [("decode passes", ~pre), *((f"  decode, {lo + 1}-{hi} seqs", ~pre & (b > lo) & (b <= hi))
                                         for lo, hi in ((0, 1), (1, 4), (4, 16), (16, 64))),
-              ("passes with prompt tokens", pre), ("  one prompt alone", pre & (b == 1) & (st["decode_tokens"].to_numpy() == 0)),
+              ("passes with prompt tokens", pre),
+              ("  one prompt alone", pre & (b == 1) & (st["decode_tokens"].to_numpy() == 0)),
               ("all passes", pre | ~pre)]
     for name, m in groups:
         if not m.any():
@@ -884,8 +885,8 @@ def prompt_pred(reps: int = 40) -> None:
                 fn()
                 ts[name].append(prompt())
         ref = np.median(ts["condition (4x128)"])
-        print(f"{length}-token prompt: " + "; ".join(f"after {k} {np.median(v) * 1e3:.3f} ms ({np.median(v) / ref - 1:+.1%})"
-                                                    for k, v in ts.items()), flush=True)
+        print(f"{length}-token prompt: " + "; ".join(
+            f"after {k} {np.median(v) * 1e3:.3f} ms ({np.median(v) / ref - 1:+.1%})" for k, v in ts.items()), flush=True)
 
 
 def prompt_blocks(reps: int = 30) -> None:
@@ -909,7 +910,8 @@ def prompt_blocks(reps: int = 30) -> None:
             a.append(same())
             cond()
             b.append(fn())
-        print(f"{length}-token prompt: same blocks {np.median(a) * 1e3:.3f} ms, fresh blocks {np.median(b) * 1e3:.3f} ms "
+        print(f"{length}-token prompt: same blocks {np.median(a) * 1e3:.3f} ms, "
+              f"fresh blocks {np.median(b) * 1e3:.3f} ms "
               f"({np.median(b) / np.median(a) - 1:+.1%}, {(np.median(b) - np.median(a)) * 1e6:+.0f} us)", flush=True)
 
 
