@@ -471,6 +471,15 @@ def replay(sched: str = "sarathi") -> None:
               f"; synthetic twin vs replayed after itself {twin[m].sum() / after_self[m].sum() - 1:+.2%}"
               f"; cost model vs served pass (loop included) {pred[m].sum() / dur[m].sum() - 1:+.2%}"
               f", vs twin {pred[m].sum() / twin[m].sum() - 1:+.2%}")
+    # One-prompt passes by length: a gap that is constant in µs (not in %) points at a per-pass term
+    one = pre & (b == 1) & (st["decode_tokens"].to_numpy() == 0)
+    toks = st["num_tokens"].to_numpy()
+    for lo, hi in ((0, 64), (64, 128), (128, 192), (192, 256), (256, 4096)):
+        m = one & (toks > lo) & (toks <= hi)
+        if m.any():
+            print(f"one prompt of {lo + 1}-{hi} tokens ({m.sum()}): cost model - served "
+                  f"{np.mean(pred[m] - dur[m]) * 1e6:+.0f} us, - twin {np.mean(pred[m] - twin[m]) * 1e6:+.0f} us; twin - served forward "
+                  f"{np.mean(twin[m] - fw[m]) * 1e6:+.0f} us")
     # The same by quarter of the run: a slowdown late in the served run that the replays (same KV state, right
     # after the run) share is the state's; one they do not share is the serving's.
     q = np.minimum(4 * np.arange(n) // max(n, 1), 3)
