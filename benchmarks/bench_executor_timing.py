@@ -249,6 +249,24 @@ def _quick(sched: str = "vllm"):
     return validate_config(quick_config(sched))
 
 
+def _validate_quick(sched: str, patches=(), **kwargs):
+    """`validate --quick --scheduler SCHED` at 70 % load on the CPU clock, in a scratch folder, with `patches`
+    ((object, attribute, replacement) ...) applied for the run and undone after it."""
+    import tempfile
+
+    from app.cmd_validate import run_validation
+
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, fn in patches:
+        setattr(obj, name, fn)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return run_validation(_quick(sched), work_dir=Path(tmp), load=0.7, quick=True, clock="cpu", **kwargs)
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+
+
 def fragmentation(rate: float = 12.0) -> None:
     from app.cmd_validate import with_rate
     from simulator.workload import build_workload
@@ -374,14 +392,7 @@ def ragged() -> None:
 def served(sched: str = "sarathi") -> None:
     """`llmsim validate --quick --scheduler SCHED` with every kernel call of the served passes timed
     (run_validation(op_breakdown=True)): where the cost model's per-pass error sits."""
-    import tempfile
-
-    from app.cmd_validate import quick_config, run_validation
-    from simulator.config import validate_config
-
-    with tempfile.TemporaryDirectory() as tmp:
-        res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
-                             clock="cpu", op_breakdown=True)
+    res = _validate_quick(sched, op_breakdown=True)
     print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")},
           f"drift {res.profile_drift:+.1%}" if res.profile_drift is not None else "")
     df = res.op_breakdown.copy()
@@ -399,12 +410,10 @@ def replay(sched: str = "sarathi") -> None:
     right after itself. Served vs replayed: the serving loop's effect; replayed vs twin: what the synthetic
     passes miss of served ones at equal shapes; the twin vs the cost model: interpolation."""
     import gc
-    import tempfile
 
     from app import cmd_validate
-    from app.cmd_validate import pinned, quick_config, run_validation
+    from app.cmd_validate import pinned
     from profiler.executor import server, torch_threads
-    from simulator.config import validate_config
 
     log: list = []
     fwd_s: list[float] = []
@@ -425,13 +434,8 @@ def replay(sched: str = "sarathi") -> None:
         holder["session"] = self.session
         return orig_finish(self, say)
 
-    server.Executor._forward, cmd_validate.ProfileRun.finish = logged, finish
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
-                                 clock="cpu")
-    finally:
-        server.Executor._forward, cmd_validate.ProfileRun.finish = orig, orig_finish
+    res = _validate_quick(sched, ((server.Executor, "_forward", logged),
+                                  (cmd_validate.ProfileRun, "finish", finish)))
     ex, sess, n = holder["ex"], holder["session"], len(log)
     perm = sess.perm.tolist()
     twins = [_pass_fn(ex.model, ex.cache, [(k, c) for k, c, _ in seqs], 16, perm, CLOCK) for _, seqs, _ in log]
@@ -458,10 +462,10 @@ def replay(sched: str = "sarathi") -> None:
     dur = (st["end_s"] - st["start_s"]).to_numpy()
     pred = res.predicted_step_s
     print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")})
+    one = pre & (b == 1) & (st["decode_tokens"].to_numpy() == 0)
     groups = [("decode passes", ~pre), *((f"  decode, {lo + 1}-{hi} seqs", ~pre & (b > lo) & (b <= hi))
                                         for lo, hi in ((0, 1), (1, 4), (4, 16), (16, 64))),
-              ("passes with prompt tokens", pre),
-              ("  one prompt alone", pre & (b == 1) & (st["decode_tokens"].to_numpy() == 0)),
+              ("passes with prompt tokens", pre), ("  one prompt alone", one),
               ("all passes", pre | ~pre)]
     for name, m in groups:
         if not m.any():
@@ -472,14 +476,13 @@ def replay(sched: str = "sarathi") -> None:
               f"; cost model vs served pass (loop included) {pred[m].sum() / dur[m].sum() - 1:+.2%}"
               f", vs twin {pred[m].sum() / twin[m].sum() - 1:+.2%}")
     # One-prompt passes by length: a gap that is constant in µs (not in %) points at a per-pass term
-    one = pre & (b == 1) & (st["decode_tokens"].to_numpy() == 0)
     toks = st["num_tokens"].to_numpy()
     for lo, hi in ((0, 64), (64, 128), (128, 192), (192, 256), (256, 4096)):
         m = one & (toks > lo) & (toks <= hi)
         if m.any():
             print(f"one prompt of {lo + 1}-{hi} tokens ({m.sum()}): cost model - served "
-                  f"{np.mean(pred[m] - dur[m]) * 1e6:+.0f} us, - twin {np.mean(pred[m] - twin[m]) * 1e6:+.0f} us; twin - served forward "
-                  f"{np.mean(twin[m] - fw[m]) * 1e6:+.0f} us")
+                  f"{np.mean(pred[m] - dur[m]) * 1e6:+.0f} us, - twin {np.mean(pred[m] - twin[m]) * 1e6:+.0f} us; "
+                  f"twin - served forward {np.mean(twin[m] - fw[m]) * 1e6:+.0f} us")
     # The same by quarter of the run: a slowdown late in the served run that the replays (same KV state, right
     # after the run) share is the state's; one they do not share is the serving's.
     q = np.minimum(4 * np.arange(n) // max(n, 1), 3)
@@ -767,11 +770,8 @@ def state(sched: str = "sarathi") -> None:
     (the policy dry runs and the real one), with gc.collect() after each; then the p50 errors."""
     import gc
     import resource
-    import tempfile
 
-    from app.cmd_validate import quick_config, run_validation
     from profiler.executor import server
-    from simulator.config import validate_config
 
     orig = server.Executor.serve
 
@@ -783,13 +783,7 @@ def state(sched: str = "sarathi") -> None:
               f"{n1}, gc.collect() found {gc.collect()}", flush=True)
         return res
 
-    server.Executor.serve = serve
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
-                                 clock="cpu")
-    finally:
-        server.Executor.serve = orig
+    res = _validate_quick(sched, ((server.Executor, "serve", serve),))
     st = res.as_json()["step_time"]
     print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")},
           f"drift {res.profile_drift:+.1%}" if res.profile_drift is not None else "",
@@ -805,11 +799,8 @@ def faults(sched: str = "vllm") -> None:
     that faults in fresh heap pages (its temporaries outgrow what earlier passes left) pays the kernel's
     page zeroing, which the profile's repeated passes of one shape do not."""
     import resource
-    import tempfile
 
-    from app.cmd_validate import quick_config, run_validation
     from profiler.executor import server
-    from simulator.config import validate_config
 
     orig = server.Executor.run_pass
     per_pass: list[tuple[int, int, int]] = []  # (prompt tokens, decode tokens, faults) of CPU-clock passes
@@ -824,13 +815,7 @@ def faults(sched: str = "vllm") -> None:
                          resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f0))
         return out
 
-    server.Executor.run_pass = run_pass
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            res = run_validation(validate_config(quick_config(sched)), work_dir=Path(tmp), load=0.7, quick=True,
-                                 clock="cpu")
-    finally:
-        server.Executor.run_pass = orig
+    res = _validate_quick(sched, ((server.Executor, "run_pass", run_pass),))
     a = np.array(per_pass)
     print({k: f"{v:+.1%}" for k, v in res.errors.items() if v is not None and k.endswith("p50")})
     kinds = (("prompt only", (a[:, 0] > 0) & (a[:, 1] == 0)), ("prompt and decodes", (a[:, 0] > 0) & (a[:, 1] > 0)),

@@ -16,6 +16,18 @@ SMALL_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 12
                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 512}
 
 
+def _small_cfg(tmp_path, scheduler: str):
+    """The quick preset on a 2-layer 64-hidden model with 64 KV blocks."""
+    from app.cmd_validate import quick_config
+    from simulator.config import validate_config
+
+    (tmp_path / "config.json").write_text(json.dumps(SMALL_MODEL))
+    d = quick_config(scheduler)
+    d["model"] = {"name": "small", "hf_config": str(tmp_path / "config.json")}
+    d["kv_cache"]["num_blocks"] = 64
+    return validate_config(d)
+
+
 def test_run_lengths():
     assert run_lengths([7, 8, 9, 2, 40, 41]) == [3, 1, 2]
     assert run_lengths([5]) == [1] and run_lengths([]) == []
@@ -90,16 +102,11 @@ def test_ragged_contexts_keep_the_total_and_follow_the_served_spread():
 
 
 def test_split_profile_pools_samples_from_both_sides_of_the_run(tmp_path):
-    from app.cmd_validate import ensure_profile, quick_config
+    from app.cmd_validate import ensure_profile
     from hwmodels.profiled import read_profile
     from profiler.executor.insitu import InsituGrid
-    from simulator.config import validate_config
 
-    (tmp_path / "config.json").write_text(json.dumps(SMALL_MODEL))
-    d = quick_config("vllm")
-    d["model"] = {"name": "small", "hf_config": str(tmp_path / "config.json")}
-    d["kv_cache"]["num_blocks"] = 64
-    cfg = validate_config(d)
+    cfg = _small_cfg(tmp_path, "vllm")
     grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16, 32), decode_extra=(), mixed=((8, 0, 2, 16),),
                       prefill=((1, 8),), chunks=((8, 16),))
     prof = ensure_profile(cfg, tmp_path / "out", None, None, True, lambda s: None, clock="cpu", insitu_grid=grid,
@@ -236,16 +243,11 @@ def test_profile_sweep_during_the_run_in_slices(tmp_path):
     """The sweep due during the served run: SERVED_PAUSES slices that together measure every case once per
     round (each round in its own seeded order), keep the served KV blocks, add samples, and name their sweep for
     `speed_change`; not run during the run, `finish` runs it."""
-    from app.cmd_validate import INSITU_ROUNDS, SERVED_PAUSES, ensure_profile, quick_config
+    from app.cmd_validate import INSITU_ROUNDS, SERVED_PAUSES, ensure_profile
     from hwmodels.profiled import read_profile
     from profiler.executor.insitu import InsituGrid
-    from simulator.config import validate_config
 
-    (tmp_path / "config.json").write_text(json.dumps(SMALL_MODEL))
-    d = quick_config("sarathi")
-    d["model"] = {"name": "small", "hf_config": str(tmp_path / "config.json")}
-    d["kv_cache"]["num_blocks"] = 64
-    cfg = validate_config(d)
+    cfg = _small_cfg(tmp_path, "sarathi")
     grid = InsituGrid(decode_seqs=(1, 2), decode_contexts=(16, 32), decode_extra=(), mixed=((8, 0, 2, 16),),
                       prefill=((1, 8), (2, 9)), chunks=((8, 16),))
 
