@@ -261,9 +261,9 @@ def jitter_stats(series: Sequence[tuple[int, float]]) -> tuple[float, float] | N
 class InsituSession:
     """In-situ samples pooled over any number of sittings (`measure`), written as one table (`write`).
 
-    `llmsim validate` measures part of the rounds before the served run and the rest after it, so that
-    a slow drift of the machine's speed during the run (measured on this VM: +-3 % over minutes, common to
-    every kernel) averages out of the cost model to first order instead of landing in it whole.
+    `llmsim validate` measures rounds before the served run, in slices during it (`spread`, `measure_cases`)
+    and after it, so that the machine's speed while it served (on this VM it moves by ~1-3 % over seconds to
+    minutes, common to every kernel) is in the cost model instead of only the speed around the run.
     """
 
     def __init__(self, model: LlamaModel, *, block_size: int = 16, dtype: str = "fp32",
