@@ -23,6 +23,7 @@
     python benchmarks/bench_executor_timing.py neighbours    # decode GEMMs after itself / other KV / B+1 / B-1
     python benchmarks/bench_executor_timing.py skew          # mean vs median of repeated passes, per op
     python benchmarks/bench_executor_timing.py medmean       # mean untimed pass vs kernel medians + glue
+    python benchmarks/bench_executor_timing.py compose [ROUNDS] # one-prompt passes vs the cost model, by part
     python benchmarks/bench_executor_timing.py jitter        # pass-to-pass variability, back to back / mixed
     python benchmarks/bench_executor_timing.py interp [old|new] # prompt passes 32..256 vs grid interpolation
     python benchmarks/bench_executor_timing.py faults [SCHED] # validate --quick: minor page faults per served pass
@@ -909,6 +910,88 @@ def prompt_blocks(reps: int = 30) -> None:
               f"({np.median(b) / np.median(a) - 1:+.1%}, {(np.median(b) - np.median(a)) * 1e6:+.0f} us)", flush=True)
 
 
+def compose(rounds: int = 4) -> None:
+    """One-prompt passes, untimed after the profile's conditioning pass (as the grid times them), vs the cost
+    model `validate` builds from an in-situ profile taken in this process (`rounds` sweeps of the quick grid as
+    validate --quick takes them), by part: kernels (ProfiledCostModel, per op kind) and glue (the fitted prompt
+    line), against instrumented passes of the same shapes timed now (per op kind, median over passes of the
+    per-pass sums) and the glue rows of the profile. Lengths on and off the grid."""
+    import tempfile
+
+    from app.cmd_validate import overhead_rows
+    from hwmodels.shapes import BatchShape
+    from profiler.devices import cpu_device_spec, write_device_spec
+    from profiler.executor.insitu import CONDITION, InsituGrid, InsituSession, _num_blocks, need_blocks
+    from profiler.executor.overhead import fit_pass_overhead
+    from simulator.config import validate_config
+    from simulator.simulate import resolve
+
+    kinds = {"gemm": "gemm", "attention": "attention", "rmsnorm": "elementwise", "swiglu": "elementwise",
+             "rope": "elementwise"}
+    model = LlamaModel(SMALL, seed=0, dtype=torch.float32)
+    cache = PagedKVCache(SMALL.num_layers, need_blocks(model, InsituGrid(), 16, 1024), 16, SMALL.num_kv_heads,
+                         SMALL.head_dim, model.dtype, model.device)  # as validate --quick sizes it
+    sess = InsituSession(model, clock="cpu", cache=cache, block_runs=[3])
+    ov = sess.overhead
+    perm = sess.perm.tolist()
+    cond = _pass_fn(model, cache, CONDITION, 16, perm[-_num_blocks(CONDITION, 16):], CLOCK)
+    # one prompt of n tokens (timed after the conditioning pass, as the grid times it) or n decodes at 128
+    # context (after itself, as the grid times decode passes)
+    cases = [(n, [(n, 0)]) for n in (33, 40, 50, 64, 69, 90, 102, 120, 129, 150, 162, 175, 189, 200, 222, 240,
+                                     249)]
+    cases += [(-b, [(1, 128)] * b) for b in (1, 2, 4, 8, 16)]
+    fns = {n: _pass_fn(model, cache, seqs, 16, perm, CLOCK) for n, seqs in cases}
+    untimed: dict[int, list[float]] = {n: [] for n, _ in cases}
+    inst: dict[int, list[dict]] = {n: [] for n, _ in cases}
+    for _ in range(rounds):  # profile sweeps and these passes interleaved: the machine's drift hits both alike
+        sess.measure(1, 0.09 / rounds, 3, 50, rounds)
+        for _ in range(3):
+            for n, _ in cases:
+                pre = cond if n > 0 else fns[n]
+                pre()
+                untimed[n].append(fns[n]())
+                rec: list = []
+                pre()
+                total = fns[n](rec)
+                acc = {"gemm": 0.0, "attention": 0.0, "elementwise": 0.0}
+                for op, _, sec in rec:
+                    acc[kinds[op]] += sec - ov
+                acc["glue"] = total - sum(sec for _, _, sec in rec) - len(rec) * ov
+                inst[n].append(acc)
+    tmp = Path(tempfile.mkdtemp())
+    table = tmp / "profile.parquet"
+    sess.write(table)
+    data = _quick("vllm").model_dump(mode="python")
+    data["hardware"] = {"gpu_file": str(write_device_spec(tmp / "cpu.yaml", cpu_device_spec(quick=True)))}
+    data["cost_model"] = {"kind": "profiled", "profile": str(table)}
+    base = resolve(validate_config(data, "compose")).cost_model
+    rows = overhead_rows(table)
+    glue = fit_pass_overhead(rows)
+    glue_row = {(b, t): sec for b, t, sec in rows}
+    print("us per pass; cost model part - measured now (instrumented passes, median of per-pass sums)")
+    tot_gap = []
+    for n, seqs in cases:
+        shape = BatchShape()
+        for new, ctx in seqs:
+            shape.add(new, ctx, decode=n < 0, samples=True)
+        pred = {"gemm": 0.0, "attention": 0.0, "elementwise": 0.0, "other": 0.0}
+        for o in base.step_cost(shape).ops:  # "other": roofline terms (sampling) the executor's glue holds
+            pred[o.kind if o.kind in pred else "other"] += o.seconds
+        pred["glue"] = glue.seconds(shape.num_seqs, shape.num_tokens, shape.num_prefill_tokens)
+        meas = {k: float(np.median([a.get(k, 0.0) for a in inst[n]])) for k in pred}
+        u = float(np.median(untimed[n]))
+        p = sum(pred.values())
+        if n > 0:
+            tot_gap.append(p - u)
+        row = glue_row.get((shape.num_seqs, shape.num_tokens))
+        name = f"{n:4d}-token prompt" if n > 0 else f"{-n:2d} decodes x 128"
+        print(f"{name}{'*' if row is not None else ' '} untimed {u * 1e3:7.3f} ms, cost model {p * 1e3:7.3f} ms "
+              f"({(p - u) * 1e6:+5.0f} us); " + ", ".join(f"{k} {(pred[k] - meas[k]) * 1e6:+5.0f}" for k in pred)
+              + f"; instrumented parts - untimed {(sum(meas.values()) - u) * 1e6:+5.0f}"
+              + (f"; glue row - line {(row - pred['glue']) * 1e6:+4.0f}" if row is not None else ""), flush=True)
+    print(f"prompts: mean cost model - untimed {np.mean(tot_gap) * 1e6:+.0f} us (* = a shape of the grid)")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
@@ -931,6 +1014,7 @@ def main() -> None:
         "neighbours": (lambda a: neighbours(), "neighbours"),
         "skew": (lambda a: skew(), "skew"),
         "medmean": (lambda a: medmean(), "medmean"),
+        "compose": (lambda a: compose(int(a) if a else 4), "compose [ROUNDS]"),
         "jitter": (lambda a: jitter(), "jitter"),
         "heap": (lambda a: heap(int(a) if a else 16), "heap [ROUNDS]"),
         "interp": (lambda a: interp(a or "old"), "interp [old|new]"),

@@ -16,6 +16,7 @@ The table schema lives here (hwmodels reads it with pandas/pyarrow; profiler/ wr
 from __future__ import annotations
 
 import bisect
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -610,12 +611,21 @@ class ProfiledCostModel:
         self._tok_cache: dict[int, tuple[float, float, float, float]] = {}
         self._logit_cache: dict[int, float] = {}
         self._attn_cache: dict[tuple[int, ...], float] = {}
+        self.left_out: frozenset[str] = frozenset()  # op names priced elsewhere (`without`)
         sh = self.shapes
         # Hot path: this model's attention curves, looked up once.
         self._decode_curve = self.fit.curves.get(("attention_decode", quant.dtype, sh.heads, sh.kv_heads, sh.head_dim))
         prefill_key = ("attention_prefill", quant.dtype, sh.heads, sh.kv_heads, sh.head_dim)
         self._prefill_curve = self.fit.curves.get((*prefill_key, False))
         self._chunk_curve = self.fit.curves.get((*prefill_key, True)) or self._prefill_curve
+
+    def without(self, names) -> "ProfiledCostModel":
+        """A copy that leaves the operators `names` (e.g. "embedding", "sampling") out of every pass: for a
+        cost model whose caller adds a measured term that already holds them (the executor's glue)."""
+        out = copy.copy(self)
+        out.left_out = self.left_out | frozenset(names)
+        out._tok_cache, out._logit_cache = {}, {}
+        return out
 
     # ---- one operator ----------------------------------------------------------------------------
     def op_seconds(self, op: Op, num_tokens: int, num_logits: int) -> tuple[float, str]:
@@ -700,12 +710,14 @@ class ProfiledCostModel:
         """(every-layer seconds of one stage, first-stage extras, last-stage extras, p2p) for num_tokens."""
         parts = {"layer": 0.0, "first": 0.0, "last": 0.0, "p2p": 0.0}
         for op in token_ops(self.model, self.parallel, self.quant, num_tokens, 0, self.native_dtypes):
-            parts[op.placement] += self.op_seconds(op, num_tokens, 0)[0] * op.count
+            if op.name not in self.left_out:
+                parts[op.placement] += self.op_seconds(op, num_tokens, 0)[0] * op.count
         return parts["layer"], parts["first"], parts["last"], parts["p2p"]
 
     def _logit_part(self, num_logits: int) -> float:
         return sum(self.op_seconds(op, 0, num_logits)[0] * op.count
-                   for op in logit_ops(self.model, self.parallel, self.quant, num_logits, self.native_dtypes))
+                   for op in logit_ops(self.model, self.parallel, self.quant, num_logits, self.native_dtypes)
+                   if op.name not in self.left_out)
 
     def _tokens(self, num_tokens: int) -> tuple[float, float, float, float]:
         v = self._tok_cache.get(num_tokens)
@@ -741,6 +753,8 @@ class ProfiledCostModel:
         total = 0.0
         attn = {name: (s, src) for name, s, src in self.attention_parts(shape)}
         for op in ops_for(self.model, self.parallel, self.quant, shape, self.native_dtypes):
+            if op.name in self.left_out:
+                continue
             n = op.count * (pp if op.placement == "layer" else (pp - 1 if op.placement == "p2p" else 1))
             if op.kind == "attention":
                 s1, src = attn[op.name]

@@ -152,6 +152,22 @@ def test_cost_model_protocol_and_breakdown(table):
     assert cm.stage_seconds(BatchShape()) == 0.0
 
 
+def test_without_leaves_named_ops_out_of_every_pass(table):
+    cm = _cm(table)
+    for seqs in ([(1, 64)] * 4, [(100, 0)], [(32, 64), (1, 64), (1, 128)]):
+        shape = BatchShape.from_seqs(seqs)
+        full = {op.name: op.seconds for op in cm.step_cost(shape).ops}
+        cm.stage_seconds(shape)  # fill the original's caches first: the copy must not read them
+        lean = cm.without(("embedding", "sampling"))
+        sc = lean.step_cost(shape)
+        assert {op.name for op in sc.ops} == set(full) - {"embedding", "sampling"}
+        dropped = full["embedding"] + full["sampling"]
+        assert dropped > 0
+        assert lean.stage_seconds(shape) == pytest.approx(cm.stage_seconds(shape) - dropped)
+        assert sc.stage_s == pytest.approx(sc.total_s)
+    assert cm.left_out == frozenset()  # the original is unchanged
+
+
 def test_mixed_batch_sums_prefill_and_decode_parts(table):
     cm = _cm(table)
     shape = BatchShape.from_seqs([(40, 0), (1, 100), (1, 60)])

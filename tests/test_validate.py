@@ -164,6 +164,25 @@ def test_small_end_to_end_validation_holds_together(small_run):
     json.dumps(payload)  # plain JSON types only
 
 
+def test_glue_ops_are_not_priced_twice(small_run):
+    """The executor's measured glue holds the embedding lookup and the sampling: the calibrated cost model
+    leaves the profiled model's roofline terms for them out, and nothing else."""
+    from app.cmd_validate import GLUE_OPS, _calibrated
+
+    res, _ = small_run
+    data = res.config.model_dump(mode="python")
+    data["hardware"] = {**data["hardware"], "gpu_file": res.device_spec}
+    data["cost_model"] = {"kind": "profiled", "profile": res.profile}
+    sc, cost = _calibrated(validate_config(data, "test"))
+    shape = BatchShape.from_seqs([(40, 0), (1, 30), (1, 50)])
+    names = {op.name for op in cost.step_cost(shape).ops}
+    full = {op.name: op.seconds for op in sc.cost_model.step_cost(shape).ops}
+    assert set(GLUE_OPS) <= set(full) and not names & set(GLUE_OPS)
+    assert names == set(full) - set(GLUE_OPS) | {"executor_overhead"}
+    assert cost.base.stage_seconds(shape) == pytest.approx(
+        sc.cost_model.stage_seconds(shape) - sum(full[n] for n in GLUE_OPS))
+
+
 def test_pass_time_jitter_is_measured_in_situ_and_simulated(small_run):
     """The in-situ profile carries a series of back-to-back passes (op executor_jitter); validate turns it
     into simulation.step_jitter, and the simulated passes then vary around the cost model."""

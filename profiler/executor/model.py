@@ -245,7 +245,10 @@ class LlamaModel:
             h = h + matmul(o.reshape(o.shape[0], -1), layer["o_t"])
             gu = matmul(rmsnorm(h, layer["mlp_norm"], eps), layer["gate_up_t"])  # [T, 2I]
             h = h + matmul(swiglu(gu[:, :inter], gu[:, inter:]), layer["down_t"])
-        x = rmsnorm(h[sample_rows], self.final_norm, eps)
+        # The final norm runs over every token and the LM head over the sampled rows, as vLLM's Llama does
+        # (model.norm on all hidden states, then the logits processor selects the rows) and as the cost model
+        # prices it (`hwmodels.ops.token_ops` final_norm at num_tokens, `logit_ops` at num_logits).
+        x = rmsnorm(h, self.final_norm, eps)[sample_rows]
         return matmul(x, self.lm_head_t).float()
 
     def _kernels(self, which: str, positions: torch.Tensor):
