@@ -64,6 +64,11 @@ executor (`profiler.executor`), with the allocator settings `llmsim validate` us
   case as (mean untimed pass - kernel medians). With the profile's few passes per case those rows came out
   noisy and mostly *below* the timed glue (some prompt rows 0), and in 4 validate --quick runs the cost model
   fell to -3.1 / -1.5 / -1.0 / -3.0 % on served passes (2 of 4 runs within 10 %; bench_validate.results.jsonl).
+- compose (2026-11-26, session "f", two sittings): one-prompt passes vs the cost model built from sweeps
+  interleaved with them: mean -56 / +289 us (-0.15 / +0.8 %), single lengths within about +-0.5 ms except 40
+  tokens (+0.75 ms both times: a multiple of 8, the fast side of the sawtooth); decodes x 128 of 1 / 2 / 4 / 8 /
+  16 sequences -10.5 / +0.3 / -6.2 / -3.0 / -1.1 % and -0.3 / -2.2 / -1.4 / -0.9 / -0.2 %. An earlier sitting
+  with all sweeps before the passes: prompts +829 us on average (+2-3 %), the machine's speed having moved.
 - interp (2026-11-26, session "c"): prompt passes of every length 32..256 vs log-log interpolation between grid
   lengths. Old grid (multiples of 8): mean +2.15 % and +1.62 % in two sittings of the equivalent /tmp script,
   +1.22 % with this subcommand (`interp old`), by length mod 8 (first sitting) 0 +0.5, 1 +2.4, 2 +1.9, 3 +3.5,
