@@ -59,6 +59,7 @@ ERROR_KEYS = ("ttft_p50", "ttft_p90", "ttft_p99", "tpot_p50", "tpot_p90", "tpot_
               "e2e_p99", "throughput", "step_time")
 DEFAULT_CHECK = ("ttft_p50", "tpot_p50", "e2e_p50")
 GLUE_OPS = ("embedding", "sampling")  # cost-model ops the executor's measured glue already holds
+QUARTER_RANGE_NOTE = 0.05  # note when the pass error's range over the run's quarters exceeds this (see its use)
 
 
 def quick_config(scheduler: str = "vllm") -> dict[str, Any]:
@@ -426,6 +427,7 @@ class ValidationResult:
             "clock": self.clock,
             "load_avg": self.load_avg, "wall_s": self.wall_s, "notes": self.notes,
             "profile_drift": self.profile_drift, "profile_drift_during": self.profile_drift_during,
+            "pass_error_by_quarter": pass_error_by_part(self.measured_steps, self.predicted_step_s),
             "config": self.config.model_dump(mode="json"),
         })
 
@@ -774,6 +776,15 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                      + ", ".join(f"{x:+.1%} {name} the served run" for name, x in moved.items())
                      + " vs before it (the cost model pools all sweeps); latency errors at high load amplify a "
                      "pass-time error several-fold")
+    # NOTE: over 48 quick runs on this VM (2026-11-26, `benchmarks/bench_validate.py --windows` folders) the
+    # range of the cost model's error over the quarters of one run had median 3.3 % and exceeded 5 % in 8: the
+    # machine's speed stepping while it served (one run: +2.7 / +3.1 / -3.6 / -4.1 %, e2e p50 error -13 %).
+    quarters = [x for x in pass_error_by_part(measured.steps, predicted) if x is not None]
+    if quarters and max(quarters) - min(quarters) > QUARTER_RANGE_NOTE:
+        notes.append("the cost model's error on the served passes moved during the run (by quarter: "
+                     + " / ".join(f"{x:+.1%}" for x in quarters) + "): the machine's speed changed while it "
+                     "served, which no profile taken around the run predicts; latency errors at high load "
+                     "amplify it several-fold")
     return ValidationResult(cfg, meas_summary, sim.summary, errors, measured.requests, measured.steps, sim.requests,
                             sim.steps, predicted, capacity, rate, str(profile), str(device_spec), threads, clock, loads,
                             wall, notes, drift, breakdown, during)
@@ -823,6 +834,23 @@ def pass_seconds(steps: pd.DataFrame) -> np.ndarray:
     the loop (`benchmarks/bench_validate.py --gaps`)."""
     end = steps["cycle_end_s"] if "cycle_end_s" in steps else steps["end_s"]
     return (end - steps["start_s"]).to_numpy(dtype=np.float64)
+
+
+def pass_error_by_part(steps: pd.DataFrame, predicted: np.ndarray, parts: int = 4) -> list[float | None]:
+    """The cost model's error on the served passes (Σ predicted / Σ pass seconds − 1, `pass_seconds`) in
+    `parts` equal spans of the run's time, by pass start (None for a span without passes). A diagnostic of the
+    served run, never a calibration: how far the machine's speed moved while it served."""
+    if steps.empty:
+        return [None] * parts
+    d = pass_seconds(steps)
+    t = steps["start_s"].to_numpy(dtype=np.float64)
+    span = float(steps["end_s"].max())
+    part = np.minimum((t * parts // span).astype(int) if span > 0 else np.zeros(len(t), int), parts - 1)
+    out: list[float | None] = []
+    for k in range(parts):
+        m = part == k
+        out.append(float(predicted[m].sum() / d[m].sum() - 1.0) if m.any() and d[m].sum() > 0 else None)
+    return out
 
 
 def compute_errors(meas: dict, sim: dict, meas_steps: pd.DataFrame, sim_steps: pd.DataFrame) -> dict[str, float | None]:

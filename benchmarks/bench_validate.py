@@ -268,18 +268,16 @@ def windows(folders: list[Path]) -> None:
     import numpy as np
     import pandas as pd
 
+    from app.cmd_validate import pass_error_by_part
     from simulator.metrics import request_latencies
 
     rows = []
     for f in folders:
         m = _steps(f, "--windows")
-        t = m["start_s"].to_numpy()
-        span = float(m["end_s"].max())
         r = {"group": str(f.parent), "run": str(f), "all": m["predicted_s"].sum() / m["d"].sum() - 1}
         for k in (2, 4, 8):
-            for q in range(k):
-                x = m[(t >= q * span / k) & (t < (q + 1) * span / k)]
-                r[f"{k}_{q}"] = x["predicted_s"].sum() / x["d"].sum() - 1 if len(x) else np.nan
+            for q, x in enumerate(pass_error_by_part(m, m["predicted_s"].to_numpy(), k)):
+                r[f"{k}_{q}"] = np.nan if x is None else x
         try:
             lat = [request_latencies(pd.read_parquet(f / n)) for n in ("measured_requests.parquet",
                                                                       "simulated_requests.parquet")]
@@ -497,6 +495,7 @@ def main() -> None:
                          "num_requests": int(len(res.measured_requests)), "run_s": time.perf_counter() - t1,
                          "phases_s": res.wall_s, "load_avg_before": list(before),
                          "profile_drift": res.profile_drift, "profile_drift_during": res.profile_drift_during,
+                         "pass_error_by_quarter": res.as_json()["pass_error_by_quarter"],
                          "load_avg_after": list(os.getloadavg())})
             r = runs[-1]
             print(f"{sched:8s} #{rep} " + " ".join(f"{k} {r['errors'][k]:+.1%}" for k in KEYS

@@ -49,6 +49,22 @@ def test_errors_are_signed_simulated_over_measured_minus_one():
     assert compute_errors(meas, sim, steps_m, steps_s)["tpot_p50"] is None
 
 
+def test_pass_error_by_part_splits_the_run_by_time():
+    from app.cmd_validate import pass_error_by_part
+
+    # a run of 8 s (quarters of 2 s, by pass start): the cost model is +10 % on the passes of the first half,
+    # -20 % on the two of the third quarter and exact on the one of the last
+    start = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 4.5, 7.5])
+    end = start + np.array([1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 0.5])
+    steps = pd.DataFrame({"start_s": start, "end_s": end})
+    dur = end - start
+    pred = dur * np.array([1.1, 1.1, 1.1, 1.1, 0.8, 0.8, 1.0])
+    q = pass_error_by_part(steps, pred)
+    assert q == pytest.approx([0.1, 0.1, -0.2, 0.0])
+    assert pass_error_by_part(steps.iloc[:4], pred[:4], 8)[-1] is None  # no pass in the last eighth
+    assert pass_error_by_part(steps.iloc[:0], pred[:0]) == [None] * 4
+
+
 def test_overhead_fit_recovers_known_coefficients_and_is_added_per_pass():
     from profiler.executor.overhead import PassOverhead, fit_pass_overhead
 
@@ -161,6 +177,8 @@ def test_small_end_to_end_validation_holds_together(small_run):
     # the sweep due during the run ran there (in slices off the clock), and the machine's speed is reported
     # for it and for the sweep after the run, each against the sweep before
     assert payload["profile_drift_during"] is not None and payload["profile_drift"] is not None
+    assert len(payload["pass_error_by_quarter"]) == 4 and all(
+        x is None or -0.9 < x < 9.0 for x in payload["pass_error_by_quarter"])
     json.dumps(payload)  # plain JSON types only
 
 
