@@ -175,6 +175,21 @@ def _group_and_xy(op: str, r: dict) -> tuple[tuple, float, float] | None:
     return None
 
 
+def gemm_alignment(m: int) -> int:
+    """The alignment class of a GEMM's row count m: the largest power of two dividing it, at most 8.
+
+    NOTE: GEMM time is a sawtooth in m, not a smooth curve: BLAS kernels block m in registers (and GPU
+    tensor-core tiles want multiples of 8), so an aligned m runs faster than its neighbours. Measured on
+    this project's 2-core CPU VM (MKL, fp32, small-llama's weights, prompt passes of every length 32..256,
+    2026-11-26, `benchmarks/bench_executor_timing.py interp`): over a curve through multiples of 8, lengths
+    ≡ 4 mod 8 took +1.0 %, ≡ 2, 6 +1.9 / +1.7 %, odd ones +2.3..+3.5 %. Interpolating only between rows of
+    one class keeps an aligned row (e.g. a 256-token chunk) from pulling down its unaligned neighbours: served
+    prompt passes of `llmsim validate --quick` came out −0.4..−1.1 % (lengths ≡ 1, 2, 5, 6 mod 8) and
+    −1.7..−1.8 % (≡ 3, 7) under the cost model with one curve, +0.2 % at multiples of 8 (28 runs).
+    """
+    return min(8, m & -m)
+
+
 def _pairs_of(r: dict) -> float:
     """Causal query-key pairs of a prefill row: num_seqs sequences of num_tokens/num_seqs new tokens on context_len."""
     b = max(1, int(r["num_seqs"]))
@@ -374,6 +389,9 @@ class ProfileFit:
                 continue
             work = (float(r["flops"]), float(r["bytes"]), float(r["num_seqs"]))
             points.setdefault(key, {}).setdefault(y, {})[x] = (float(r["median_s"]), work)
+            if r["op"] == "gemm" and x == int(x):  # and on the curve of its m's alignment class
+                points.setdefault((*key, gemm_alignment(int(x))), {}).setdefault(y, {})[x] = (float(r["median_s"]),
+                                                                                             work)
         fit.curves = {k: _Curve(v) for k, v in points.items()}
         fit.dtypes = frozenset(df.loc[~df["op"].isin(COLLECTIVE_OPS), "dtype"].unique().tolist())
         for dtype, sub in df.groupby("dtype"):
@@ -426,6 +444,13 @@ class ProfileFit:
         return t_near * t / base if base > 0 and t > 0 else t
 
     def gemm(self, m: float, n: int, k: int, dtype: str) -> tuple[float, str] | None:
+        """Seconds of one GEMM: interpolated between measured m's of the same alignment class
+        (`gemm_alignment`) where they bracket m, else between all measured m's; fitted beyond them."""
+        if m == int(m) and m >= 1:
+            curve = self.curves.get(("gemm", dtype, n, k, gemm_alignment(int(m))))
+            hit = curve.query(1.0, float(m)) if curve is not None else None
+            if hit is not None:
+                return hit[0], ("measured" if hit[1] else "interpolated")
         got = self._interp("gemm", {"dtype": dtype, "n": n, "k": k, "m": m})
         if got:
             return got

@@ -152,6 +152,28 @@ def test_cost_model_protocol_and_breakdown(table):
     assert cm.stage_seconds(BatchShape()) == 0.0
 
 
+def test_gemm_interpolates_within_the_alignment_class_of_m(tmp_path):
+    from hwmodels.profiled import ProfileFit, gemm_alignment, read_profile
+
+    assert [gemm_alignment(m) for m in (1, 2, 3, 4, 6, 8, 12, 16, 24, 256, 258)] == [1, 2, 1, 4, 2, 8, 4, 8, 8, 8, 2]
+
+    # A sawtooth: aligned m (multiples of 8) 3 % faster than a smooth line through the unaligned ones.
+    def t(m):
+        return 1e-6 * m * (0.97 if m % 8 == 0 else 1.0)
+
+    ms = (33, 50, 64, 69, 102, 128, 129, 162)
+    rows = [_row("gemm", *gemm_work(m, 96, 32, 4), t=t(m), m=m, n=96, k=32, name="g") for m in ms]
+    fit = ProfileFit.from_frame(read_profile(write_table(tmp_path / "g.parquet", rows))[0])
+    for m in (41, 99, 101, 141, 66, 106, 150):  # odd / 2 mod 4: on their class's line, not pulled down by 64, 128
+        assert fit.gemm(m, 96, 32, "fp32")[0] == pytest.approx(t(m), rel=1e-9), m
+    for m in (60, 124):  # 4 mod 8 has no rows: all rows, so the aligned 64 and 128 pull these down
+        assert fit.gemm(m, 96, 32, "fp32")[0] < t(m) * 0.999
+    assert fit.gemm(96, 96, 32, "fp32")[0] == pytest.approx(t(96), rel=1e-9)  # aligned: between 64 and 128
+    assert fit.gemm(128, 96, 32, "fp32") == (pytest.approx(t(128)), "measured")
+    # an aligned m outside its class's rows falls back to all rows (here: between 129 and 162, unaligned)
+    assert fit.gemm(160, 96, 32, "fp32")[0] == pytest.approx(t(160) / 0.97, rel=1e-9)
+
+
 def test_without_leaves_named_ops_out_of_every_pass(table):
     cm = _cm(table)
     for seqs in ([(1, 64)] * 4, [(100, 0)], [(32, 64), (1, 64), (1, 128)]):

@@ -60,13 +60,15 @@ class InsituGrid:
     # neighbours (measured 2026-11-26, small-llama, every length 32..256: lengths off the old grid of
     # multiples of 8 took +2.15 % / +1.62 % (two sittings) over log-log interpolation between its rows; by
     # length mod 8: 0 +0.5, 1 +2.4, 2 +1.9, 3 +3.5, 4 +1.0, 5 +2.3, 6 +1.7, 7 +3.4 %, mean +2.1 %;
-    # `benchmarks/bench_executor_timing.py interp`). Served prompts have any length, so from 32 tokens up the
-    # grid's lengths are 1, 2, 5 or 6 mod 8, the residues nearest the mean of the sawtooth: interpolation
-    # between them is then about unbiased over lengths instead of ~2 % fast. (Lengths cycling through all
-    # residues came out ~1 % slow, `interp new` on that grid: its interpolation spans weight the residues
-    # unevenly.)
+    # `benchmarks/bench_executor_timing.py interp`). Served prompts have any length. The cost model interpolates
+    # GEMM rows within alignment classes of m (odd, 2 mod 4, 4 mod 8, 0 mod 8: `hwmodels.profiled.
+    # gemm_alignment`), so from 32 tokens up the lengths alternate between the two unaligned classes, and
+    # the odd ones between the faster residues 1, 5 and the slower 3, 7 mod 8 (neighbours in the class
+    # bracket its mean); aligned m's get rows from chunks, mixed and decode passes. (With one curve for
+    # all m, lengths at 1, 2, 5, 6 mod 8 gave -0.05 % mean interpolation error, `interp new` before this
+    # change; but rows of aligned m from the other passes pulled the curve down near them.)
     prefill: tuple[tuple[int, int], ...] = (
-        *((1, n) for n in (8, 12, 16, 24, 33, 50, 69, 102, 129, 162, 189, 222, 249, 322, 389, 454, 513, 642, 773,
+        *((1, n) for n in (8, 12, 16, 24, 33, 50, 71, 102, 129, 162, 187, 222, 249, 322, 391, 454, 513, 642, 771,
                            1030)),
         (2, 65), (2, 127), (2, 257), (2, 509), (3, 125), (4, 129), (4, 255), (4, 511))
     chunks: tuple[tuple[int, int], ...] = tuple((n, c) for n in (16, 64, 128, 192, 256) for c in (32, 128, 256))
