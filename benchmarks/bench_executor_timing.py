@@ -719,8 +719,9 @@ def medmean() -> None:
 def interp(grid: str = "old") -> None:
     """Prompt passes of every length 32..256 (median of 3, each after the profile's conditioning pass) vs
     log-log interpolation between the lengths of a prompt grid: "old" (multiples of 8: 32, 48, 64, 96, ...,
-    256) or "new" (InsituGrid().prefill, whose lengths cycle through the residues mod 8); mean deviation
-    overall, by range and by length mod 8 (> 0: the interpolation is fast)."""
+    256) or "new" (InsituGrid().prefill's lengths: 1, 2, 5, 6 mod 8 until session "f" of 2026-11-26, now odd
+    ones alternating 1/5 and 3/7 for the cost model's per-alignment-class GEMM curves), one curve through all
+    of them; mean deviation overall, by range and by length mod 8 (> 0: the interpolation is fast)."""
     from profiler.executor.insitu import CONDITION, InsituGrid
 
     model, cache = _setup(SMALL)
