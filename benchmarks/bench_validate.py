@@ -19,6 +19,7 @@ after (timing on a shared machine is only as good as its quietness). Target: |p5
     python benchmarks/bench_validate.py --layout OUT/vllm-cpu-0 ...  # KV layout through the run vs pass error
     python benchmarks/bench_validate.py --gaps OUT/vllm-cpu-0 ...    # loop time between passes, by arrivals
     python benchmarks/bench_validate.py --windows OUT/*-cpu-* ...   # pass error within/between runs; p50s vs it
+    python benchmarks/bench_validate.py --residues OUT/*-cpu-* ...  # prompt-pass error by token count mod 8
 
 Recorded runs (one JSON line per invocation, with load averages): benchmarks/bench_validate.results.jsonl
 (`--record benchmarks/bench_validate.results.jsonl`).
@@ -360,6 +361,32 @@ def kinds(folders: list[Path]) -> None:
     print(out.to_string(formatters={"error": "{:+.1%}".format, "sd": "{:.1%}".format, "share": "{:.1%}".format}))
 
 
+def residues(folders: list[Path]) -> None:
+    """The cost model's error on served passes with prompt tokens by their token count mod 8 (GEMM time is a
+    sawtooth in m: `hwmodels.profiled.gemm_alignment`), mean and sd over run folders, per scheduler."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for f in folders:
+        m = _steps(f, "--residues")
+        pf = (m["prefill_tokens"] > 0).to_numpy()
+        t = m["num_tokens"].to_numpy()
+        for r in range(8):
+            k = pf & (t % 8 == r)
+            if k.any():
+                x = m[k]
+                rows.append((f.name.split("-")[0], r, int(k.sum()), x["predicted_s"].sum() / x["d"].sum() - 1,
+                             float((x["predicted_s"] - x["d"]).mean())))
+    d = pd.DataFrame(rows, columns=["scheduler", "mod8", "passes", "error", "error_us"])
+    d["error_us"] *= 1e6
+    out = d.groupby(["scheduler", "mod8"]).agg(passes=("passes", "mean"), error=("error", "mean"),
+                                               sd=("error", "std"), error_us=("error_us", "mean"),
+                                               runs=("error", "size"))
+    print(out.to_string(formatters={"error": "{:+.2%}".format, "sd": "{:.2%}".format, "passes": "{:.1f}".format,
+                                    "error_us": "{:+.0f}".format}))
+
+
 def gaps(folder: Path) -> None:
     """The serving loop's time between passes (end of a pass to the start of the next, when the executor did
     not go idle), by how many requests arrived during the pass (they are admitted in that gap), and the cost
@@ -452,8 +479,9 @@ def main() -> None:
         return
     modes = {"--sensitivity": sensitivity, "--jitter": jitter, "--oracle": oracle, "--layout": layout,
              "--gaps": gaps}
-    if len(sys.argv) > 2 and sys.argv[1] in ("--timeline", "--kinds", "--windows"):
-        {"--timeline": timeline, "--kinds": kinds, "--windows": windows}[sys.argv[1]]([Path(d) for d in sys.argv[2:]])
+    if len(sys.argv) > 2 and sys.argv[1] in ("--timeline", "--kinds", "--windows", "--residues"):
+        {"--timeline": timeline, "--kinds": kinds, "--windows": windows,
+         "--residues": residues}[sys.argv[1]]([Path(d) for d in sys.argv[2:]])
         return
     if len(sys.argv) > 2 and sys.argv[1] in modes:
         for d in sys.argv[2:]:
