@@ -776,7 +776,7 @@ def run_validation(cfg: Config, *, work_dir: Path, profile: Optional[Path] = Non
                      + ", ".join(f"{x:+.1%} {name} the served run" for name, x in moved.items())
                      + " vs before it (the cost model pools all sweeps); latency errors at high load amplify a "
                      "pass-time error several-fold")
-    # NOTE: over 48 quick runs on this VM (2026-11-26, `benchmarks/bench_validate.py --windows` folders) the
+    # NOTE: over 48 quick runs on this VM (2026-11-26, `benchmarks/bench_validate.py --windows` on them) the
     # range of the cost model's error over the quarters of one run had median 3.3 % and exceeded 5 % in 8: the
     # machine's speed stepping while it served (one run: +2.7 / +3.1 / -3.6 / -4.1 %, e2e p50 error -13 %).
     quarters = [x for x in pass_error_by_part(measured.steps, predicted) if x is not None]

@@ -295,6 +295,11 @@ def windows(folders: list[Path]) -> None:
     for k in (2, 4, 8):
         v = np.concatenate([dev[f"{k}_{q}"].to_numpy() for q in range(k)])
         print(f"  sd within groups over 1/{k} of a run: {np.nanstd(v):.2%}")
+    rng = num[[f"4_{q}" for q in range(4)]].max(axis=1) - num[[f"4_{q}" for q in range(4)]].min(axis=1)
+    from app.cmd_validate import QUARTER_RANGE_NOTE
+
+    print(f"  range of the error over a run's quarters: median {rng.median():.2%}, over {QUARTER_RANGE_NOTE:.0%} "
+          f"(validate's note) in {(rng > QUARTER_RANGE_NOTE).sum()} of {len(rng)} runs")
     e = np.array([dev[f"8_{q}"].to_numpy() for q in range(8)]).T
     print("  lag correlation of eighths: " + " ".join(
         f"{lag}: {np.corrcoef(e[:, :-lag].ravel(), e[:, lag:].ravel())[0, 1]:.2f}" for lag in range(1, 8)))

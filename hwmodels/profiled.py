@@ -179,7 +179,8 @@ def gemm_alignment(m: int) -> int:
     """The alignment class of a GEMM's row count m: the largest power of two dividing it, at most 8.
 
     NOTE: GEMM time is a sawtooth in m, not a smooth curve: BLAS kernels block m in registers (and GPU
-    tensor-core tiles want multiples of 8), so an aligned m runs faster than its neighbours. Measured on
+    tensor cores want dimensions in multiples of 8 for fp16: NVIDIA's "Matrix Multiplication Background"
+    performance guide), so an aligned m runs faster than its neighbours. Measured on
     this project's 2-core CPU VM (MKL, fp32, small-llama's weights, prompt passes of every length 32..256,
     2026-11-26, `benchmarks/bench_executor_timing.py interp`): over a curve through multiples of 8, lengths
     ≡ 4 mod 8 took +1.0 %, ≡ 2, 6 +1.9 / +1.7 %, odd ones +2.3..+3.5 %. Interpolating only between rows of
