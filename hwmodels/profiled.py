@@ -187,7 +187,7 @@ def gemm_alignment(m: int) -> int:
     one class keeps an aligned row (e.g. a 256-token chunk) from pulling down its unaligned neighbours: served
     prompt passes of `llmsim validate --quick` came out −0.4..−1.1 % (lengths ≡ 1, 2, 5, 6 mod 8) and
     −1.7..−1.8 % (≡ 3, 7) under the cost model with one curve, +0.2 % at multiples of 8 (28 runs); with
-    the classes and the in-situ grid's odd lengths spread over residues, −0.5..+0.5 % at every residue (8
+    the classes and the in-situ grid's odd lengths spread over residues, −0.5..+0.5 % at every residue (12
     runs; `benchmarks/bench_validate.py --residues`).
     """
     return min(8, m & -m)
