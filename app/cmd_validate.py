@@ -59,6 +59,9 @@ ERROR_KEYS = ("ttft_p50", "ttft_p90", "ttft_p99", "tpot_p50", "tpot_p90", "tpot_
               "e2e_p99", "throughput", "step_time")
 DEFAULT_CHECK = ("ttft_p50", "tpot_p50", "e2e_p50")
 GLUE_OPS = ("embedding", "sampling")  # cost-model ops the executor's measured glue already holds
+# kind of each kernel the executor times in place (`profiler.executor.model._timed`), as the cost model's OpCost.kind
+OP_KINDS = {"gemm": "gemm", "attention": "attention", "rmsnorm": "elementwise", "swiglu": "elementwise",
+            "rope": "elementwise"}
 QUARTER_RANGE_NOTE = 0.05  # note when the pass error's range over the run's quarters exceeds this (see its use)
 
 
@@ -794,8 +797,7 @@ def _op_breakdown(cost, measured, records) -> pd.DataFrame:
     """Per pass kind (decode / prompt only / mixed) and op kind: measured seconds summed over the served
     passes (each kernel call timed inside them) vs the cost model's parts on the same pass shapes; "rest" is
     the pass minus its timed calls (glue, loop) vs the overhead terms."""
-    kinds = {"gemm": "gemm", "attention": "attention", "rmsnorm": "elementwise", "swiglu": "elementwise",
-             "rope": "elementwise"}
+    kinds = OP_KINDS
     rows = []
     dur = pass_seconds(measured.steps)
     for shape, rec, d in zip(measured.shapes, records, dur):

@@ -924,7 +924,7 @@ def compose(rounds: int = 4) -> None:
     per-pass sums) and the glue rows of the profile. Lengths on and off the grid."""
     import tempfile
 
-    from app.cmd_validate import overhead_rows
+    from app.cmd_validate import OP_KINDS, overhead_rows
     from hwmodels.shapes import BatchShape
     from profiler.devices import cpu_device_spec, write_device_spec
     from profiler.executor.insitu import CONDITION, InsituGrid, InsituSession, _num_blocks, need_blocks
@@ -932,8 +932,7 @@ def compose(rounds: int = 4) -> None:
     from simulator.config import validate_config
     from simulator.simulate import resolve
 
-    kinds = {"gemm": "gemm", "attention": "attention", "rmsnorm": "elementwise", "swiglu": "elementwise",
-             "rope": "elementwise"}
+    kinds = OP_KINDS
     model = LlamaModel(SMALL, seed=0, dtype=torch.float32)
     cache = PagedKVCache(SMALL.num_layers, need_blocks(model, InsituGrid(), 16, 1024), 16, SMALL.num_kv_heads,
                          SMALL.head_dim, model.dtype, model.device)  # as validate --quick sizes it
